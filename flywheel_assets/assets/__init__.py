@@ -1,0 +1,1 @@
+"""The flywheel's assets, one module per step of a cycle."""

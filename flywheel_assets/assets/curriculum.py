@@ -1,0 +1,96 @@
+"""curriculum: the previous curriculum + this cycle's new examples and feedback, weighted."""
+
+import hashlib
+
+import dagster as dg
+import polars as pl
+
+from flywheel_assets import lineage
+from flywheel_assets.assets.evaluation import exam_evaluation
+from flywheel_assets.assets.feedback import reviewer_feedback
+from flywheel_assets.markdown import table
+from flywheel_assets.partitions import cycles
+from flywheel_assets.severity import SEVERITIES
+from flywheel_assets.teaching.curriculum_weights import weigh
+from resources.flywheel_config import FlywheelConfig
+from resources.lineage_store import LineageStore
+
+VERSION = "1"
+COLUMNS = ["item_id", "origin", "added_in_cycle", "code", "review", "severity"]
+
+
+def new_rows(store: LineageStore, cycle: str) -> pl.DataFrame:
+    """This cycle's additions: teacher examples and accepted reviewer feedback."""
+    return store.query(
+        """
+        SELECT item_id, 'teacher' AS origin, cycle AS added_in_cycle, code, review, severity
+        FROM teacher_examples WHERE cycle = ?
+        UNION ALL
+        SELECT item_id, 'feedback' AS origin, cycle AS added_in_cycle, code, review, severity
+        FROM feedback WHERE cycle = ?
+        """,
+        [cycle, cycle],
+    )
+
+
+def curriculum_version(frame: pl.DataFrame) -> str:
+    keys = sorted(f"{r['item_id']}:{r['weight']:.4f}" for r in frame.iter_rows(named=True))
+    return hashlib.sha256("|".join(keys).encode()).hexdigest()[:16]
+
+
+@dg.asset(
+    partitions_def=cycles,
+    group_name="flywheel",
+    code_version=VERSION,
+    deps=[exam_evaluation, reviewer_feedback],
+    automation_condition=dg.AutomationCondition.eager(),
+)
+def curriculum(
+    context: dg.AssetExecutionContext, store: LineageStore, flywheel_config: FlywheelConfig
+) -> dg.MaterializeResult:
+    """Training examples accumulated over the cycles, with per-example weights."""
+    cycle = context.partition_key
+    settings = flywheel_config.settings().curriculum
+    prev_cycle, previous = lineage.previous_curriculum(store, cycle)
+    evaluation = store.query("SELECT per_class FROM evaluations WHERE cycle = ?", [cycle])
+    if evaluation.is_empty():
+        raise dg.Failure(f"cycle {cycle} has no evaluation: materialize exam_evaluation first")
+    recalls = {
+        c: v["recall"] for c, v in pl.Series(evaluation["per_class"]).str.json_decode()[0].items()
+    }
+    combined = pl.concat([previous.select(COLUMNS), new_rows(store, cycle).select(COLUMNS)])
+    combined = combined.unique(subset="item_id", keep="first", maintain_order=True)
+    weighted = weigh(combined, recalls, settings.weak_class_boost, settings.feedback_weight)
+    version = curriculum_version(weighted)
+    rows = weighted.with_columns(
+        cycle=pl.lit(cycle),
+        example_id=pl.lit(f"{cycle}/") + pl.col("item_id"),
+        asset_version=pl.lit(VERSION),
+    )
+    store.replace_rows("curricula", rows, cycle=cycle)
+    per_class = [
+        (
+            c,
+            int((weighted["severity"] == c).sum()),
+            float(weighted.filter(pl.col("severity") == c)["weight"].mean() or 0.0),
+            recalls.get(c, 0.0),
+        )
+        for c in SEVERITIES
+    ]
+    added = weighted.height - previous.height
+    context.log.info(f"curriculum {version}: {weighted.height} examples (+{added})")
+    return dg.MaterializeResult(
+        metadata={
+            "curriculum_version": version,
+            "size": weighted.height,
+            "added": added,
+            "previous_curriculum_cycle": prev_cycle or "none",
+            "previous_size": previous.height,
+            "origins": dg.MetadataValue.json(
+                {o: int((weighted["origin"] == o).sum()) for o in ("teacher", "feedback")}
+            ),
+            "per_severity": dg.MetadataValue.md(
+                table(["severity", "examples", "mean weight", "exam recall"], per_class)
+            ),
+        }
+    )

@@ -1,0 +1,66 @@
+"""deployed_student: the cycle's adapter published as a new version in the Triton repository."""
+
+from datetime import UTC, datetime
+
+import dagster as dg
+import polars as pl
+
+from flywheel_assets import lineage
+from flywheel_assets.assets.heldout import heldout_evaluation
+from flywheel_assets.partitions import cycles
+from resources.artifact_store import ArtifactStore
+from resources.lineage_store import LineageStore
+from resources.student import StudentModel
+from resources.triton_repository import TritonModelRepository
+
+VERSION = "1"
+
+
+@dg.asset(
+    partitions_def=cycles,
+    group_name="flywheel",
+    code_version=VERSION,
+    deps=[heldout_evaluation],
+    automation_condition=dg.AutomationCondition.eager(),
+)
+def deployed_student(
+    context: dg.AssetExecutionContext,
+    store: LineageStore,
+    student: StudentModel,
+    artifacts: ArtifactStore,
+    model_repository: TritonModelRepository,
+) -> dg.MaterializeResult:
+    """The Triton model version serving the cycle's adapter, recorded in the lineage store."""
+    cycle = context.partition_key
+    adapters = store.query("SELECT * FROM adapters WHERE cycle = ?", [cycle])
+    if adapters.is_empty():
+        raise dg.Failure(f"cycle {cycle} has no adapter to deploy")
+    adapter = adapters.row(0, named=True)
+    adapter_dir = artifacts.local_dir(lineage.adapter_ref(adapter))  # verifies sha256
+    published = model_repository.publish(
+        adapter_dir,
+        adapter["adapter_sha256"],
+        student.base_model_path(),
+        student.max_prompt_tokens,
+        extra={"cycle": cycle, "base_model": adapter["base_model"]},
+    )
+    row = {
+        "cycle": cycle,
+        "adapter_sha256": adapter["adapter_sha256"],
+        "model_name": published.model_name,
+        "model_version": published.version,
+        "repository": model_repository.repository_dir,
+        "deployed_at": datetime.now(UTC),
+        "asset_version": VERSION,
+    }
+    store.replace_rows("deployments", pl.DataFrame([row]), cycle=cycle)
+    context.log.info(f"{published.model_name} v{published.version} serves {adapter['uri']}")
+    return dg.MaterializeResult(
+        metadata={
+            "model_name": published.model_name,
+            "model_version": published.version,
+            "version_path": dg.MetadataValue.path(published.path),
+            "adapter_sha256": adapter["adapter_sha256"],
+            "adapter_from_cycle": cycle,
+        }
+    )

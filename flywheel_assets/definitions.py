@@ -1,0 +1,132 @@
+"""The flywheel's only Definitions. The environment is read here, once, when Dagster loads it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import dagster as dg
+
+from flywheel_assets.assets.adapter import lora_adapter
+from flywheel_assets.assets.answers import student_answers
+from flywheel_assets.assets.curriculum import curriculum
+from flywheel_assets.assets.deployment import deployed_student
+from flywheel_assets.assets.evaluation import exam_evaluation
+from flywheel_assets.assets.exam import exam
+from flywheel_assets.assets.feedback import reviewer_feedback
+from flywheel_assets.assets.heldout import heldout_evaluation
+from flywheel_assets.assets.seed import seed_corpus
+from flywheel_assets.partitions import cycles
+from flywheel_assets.settings import FlywheelSettings, load_settings
+from resources.artifact_store import LocalArtifactStore
+from resources.feedback_landing import FeedbackLanding
+from resources.finetune import LocalPeftLauncher
+from resources.flywheel_config import FlywheelConfig
+from resources.lineage_store import LineageStore
+from resources.student import StudentModel
+from resources.teacher import CorpusTeacher
+from resources.triton_repository import TritonModelRepository
+
+CYCLE_ASSETS = [
+    reviewer_feedback,
+    exam,
+    student_answers,
+    exam_evaluation,
+    curriculum,
+    lora_adapter,
+    heldout_evaluation,
+    deployed_student,
+]
+
+# Which settings sections each asset depends on: editing one marks those assets stale.
+SETTINGS_USED = {
+    "exam": ("exam",),
+    "student_answers": ("student",),
+    "exam_evaluation": ("exam", "curriculum"),
+    "curriculum": ("curriculum",),
+    "lora_adapter": ("training", "student"),
+    "heldout_evaluation": ("heldout", "student"),
+}
+
+flywheel_cycle_job = dg.define_asset_job(
+    "flywheel_cycle",
+    selection=dg.AssetSelection.assets(*CYCLE_ASSETS),
+    partitions_def=cycles,
+    description="One turn of the flywheel: exam, answers, grading, curriculum, fine-tune, deploy.",
+)
+seed_corpus_job = dg.define_asset_job("seed_corpus_job", selection=[seed_corpus])
+
+
+def default_cache_dir(env: Mapping[str, str]) -> Path:
+    return Path(env.get("FLYWHEEL_CACHE", Path.home() / ".cache" / "flywheel")).resolve()
+
+
+def local_resources(
+    home: Path, cache_dir: Path, settings: FlywheelSettings, config: FlywheelConfig
+) -> dict:
+    """The embedded defaults: everything offline, on this machine."""
+    return {
+        "flywheel_config": config,
+        "store": LineageStore(home=str(home)),
+        "artifacts": LocalArtifactStore(root=str(home / "artifacts")),
+        "feedback_landing": FeedbackLanding(directory=str(home / "feedback")),
+        "teacher": CorpusTeacher(),
+        "student": StudentModel(
+            base_model=settings.student.base_model,
+            cache_dir=str(cache_dir),
+            batch_size=settings.student.batch_size,
+            max_prompt_tokens=settings.student.max_prompt_tokens,
+            num_threads=settings.student.num_threads,
+        ),
+        "finetune": LocalPeftLauncher(),
+        "model_repository": TritonModelRepository(repository_dir=str(home / "triton_repository")),
+    }
+
+
+def stamp_code_versions(assets: list, settings: FlywheelSettings) -> list:
+    """Append the hash of the settings an asset uses to its code_version."""
+
+    def stamp(spec: dg.AssetSpec) -> dg.AssetSpec:
+        sections = SETTINGS_USED.get(spec.key.to_user_string())
+        if not sections:
+            return spec
+        version = f"{spec.code_version}-cfg{settings.section_hash(*sections)}"
+        return spec.replace_attributes(code_version=version)
+
+    return dg.map_asset_specs(stamp, assets)
+
+
+def build_definitions(
+    env: Mapping[str, str] | None = None,
+    home: str | Path | None = None,
+    overrides: list[str] | None = None,
+) -> dg.Definitions:
+    """Definitions for FLYWHEEL_ENV (`local` is the only environment so far)."""
+    env = os.environ if env is None else env
+    name = env.get("FLYWHEEL_ENV", "local")
+    if name != "local":
+        raise ValueError(f"FLYWHEEL_ENV={name!r} is not supported; use 'local'")
+    home = Path(home or env.get("FLYWHEEL_HOME", ".flywheel")).resolve()
+    config = FlywheelConfig(
+        cache_dir=str(default_cache_dir(env)),
+        config_file=env.get("FLYWHEEL_CONFIG"),
+        overrides=list(overrides or []),
+    )
+    settings = load_settings(config.config_file, config.overrides)
+    automation = dg.AutomationConditionSensorDefinition(
+        "flywheel_automation",
+        target=dg.AssetSelection.all(),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+    )
+    return dg.Definitions(
+        assets=[seed_corpus, *stamp_code_versions(CYCLE_ASSETS, settings)],
+        jobs=[flywheel_cycle_job, seed_corpus_job],
+        sensors=[automation],
+        resources=local_resources(home, Path(config.cache_dir), settings, config),
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_definitions()

@@ -1,0 +1,124 @@
+"""LoRA fine-tune entry point, run by the Dagster asset through ``PipesSubprocessClient``.
+
+Under Dagster::
+
+    python -m flywheel_assets.external.train_lora
+
+reads the job from the Pipes extra ``"job"``: the ``TrainConfig`` fields plus ``examples_path``
+(JSONL or parquet with columns code, review, severity, weight). It logs ``step i/N loss x.xxxx``
+every step, saves the adapter to ``output_dir`` and reports an asset materialization with the
+run's metrics.
+
+Without Dagster (debugging), pass the same job as a JSON file::
+
+    python -m flywheel_assets.external.train_lora --job job.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from dagster_pipes import PipesContext, PipesEnvVarParamsLoader, open_dagster_pipes
+
+logger = logging.getLogger("flywheel_assets.external.train_lora")
+EXAMPLE_COLUMNS = ("code", "review", "severity", "weight")
+
+
+class _LocalReporter:
+    """Stands in for the Pipes context when the script is run by hand."""
+
+    log = logger
+
+    def report_asset_materialization(self, metadata: Mapping[str, Any]) -> None:
+        logger.info("materialization metadata: %s", json.dumps(dict(metadata)))
+
+
+def read_examples(path: Path) -> list[dict[str, Any]]:
+    """Curriculum rows from JSONL or parquet; ``weight`` defaults to 1.0, code to ''."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        rows = pq.read_table(path).to_pylist()
+    else:
+        with path.open(encoding="utf-8") as handle:
+            rows = [json.loads(line) for line in handle if line.strip()]
+    examples = []
+    for row in rows:
+        weight = row.get("weight")
+        examples.append(
+            {
+                "code": row.get("code") or "",
+                "review": row["review"],
+                "severity": row["severity"],
+                "weight": 1.0 if weight is None else float(weight),
+            }
+        )
+    return examples
+
+
+def materialization_metadata(metrics: Mapping[str, Any], n_examples: int) -> dict[str, Any]:
+    """Plain-number/string metadata for the materialization event."""
+    return {
+        "steps": int(metrics["steps"]),
+        "examples": n_examples,
+        "final_loss": round(float(metrics["final_loss"]), 6),
+        "mean_loss": round(float(metrics["mean_loss"]), 6),
+        "tokens_per_s": round(float(metrics["tokens_per_s"]), 2),
+        "seconds_per_step": round(float(metrics["seconds_per_step"]), 4),
+        "wall_s": round(float(metrics["wall_s"]), 2),
+        "train_tokens": int(metrics["train_tokens"]),
+        "trainable_params": int(metrics["trainable_params"]),
+        "adapter_dir": str(metrics["output_dir"]),
+    }
+
+
+def run_job(job: Mapping[str, Any], reporter: PipesContext | _LocalReporter) -> dict[str, Any]:
+    """Train as ``job`` says, streaming progress and the result to ``reporter``."""
+    import torch
+
+    from flywheel_assets.ml.lora_training import TrainConfig, train_lora
+
+    fields = dict(job)
+    examples_path = Path(fields.pop("examples_path"))
+    config = TrainConfig.model_validate(fields)
+    if config.num_threads is not None:
+        torch.set_num_threads(config.num_threads)
+    examples = read_examples(examples_path)
+    reporter.log.info(
+        f"training LoRA on {len(examples)} examples for {config.max_steps} steps "
+        f"(base {config.base_model_path}, threads {torch.get_num_threads()})"
+    )
+
+    def on_step(step: int, loss: float) -> None:
+        reporter.log.info(f"step {step}/{config.max_steps} loss {loss:.4f}")
+
+    metrics = train_lora(config, examples, on_step)
+    metadata = materialization_metadata(metrics, len(examples))
+    reporter.report_asset_materialization(metadata=metadata)
+    return metadata
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--job", type=Path, help="job JSON file (when not launched by Dagster)")
+    args = parser.parse_args(argv)
+    if PipesEnvVarParamsLoader().is_dagster_pipes_process():
+        with open_dagster_pipes() as pipes:
+            run_job(pipes.get_extra("job"), pipes)
+        return 0
+    if args.job is None:
+        parser.error("not launched by Dagster Pipes: pass --job job.json")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    run_job(json.loads(args.job.read_text(encoding="utf-8")), _LocalReporter())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

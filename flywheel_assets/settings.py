@@ -1,0 +1,103 @@
+"""The flywheel's validated configuration: defaults file + optional override file + dotlist."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+DEFAULTS_PATH = Path(__file__).with_name("defaults.yaml")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StudentSettings(_Section):
+    base_model: str = "smollm2-135m-instruct"
+    batch_size: int = Field(8, ge=1)
+    max_prompt_tokens: int = Field(256, ge=32)
+    num_threads: int = Field(2, ge=1)
+
+
+class ExamSettings(_Section):
+    num_questions: int = Field(40, ge=4)
+    min_share_per_class: float = Field(0.15, ge=0.0, le=0.25)
+
+
+class CurriculumSettings(_Section):
+    new_examples_per_cycle: int = Field(96, ge=1)
+    weak_class_boost: float = Field(2.0, ge=0.0)
+    feedback_weight: float = Field(1.5, gt=0.0)
+
+
+class TrainingSettings(_Section):
+    steps_per_cycle: int = Field(60, ge=1)
+    learning_rate: float = Field(5e-4, gt=0.0)
+    batch_size: int = Field(8, ge=1)
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    layers_to_train: int | None = Field(12, ge=1)
+    seed: int = 0
+
+
+class HeldoutSettings(_Section):
+    max_items: int | None = Field(None, ge=4)
+
+
+class FlywheelSettings(_Section):
+    student: StudentSettings = StudentSettings()
+    exam: ExamSettings = ExamSettings()
+    curriculum: CurriculumSettings = CurriculumSettings()
+    training: TrainingSettings = TrainingSettings()
+    heldout: HeldoutSettings = HeldoutSettings()
+
+    def section_hash(self, *sections: str) -> str:
+        """Short content hash of the named sections (all when none named)."""
+        data = self.model_dump(include=set(sections) if sections else None)
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def parse_dotlist(items: list[str]) -> dict[str, Any]:
+    """Turn ["training.steps_per_cycle=20", ...] into a nested dict (values parsed as YAML)."""
+    result: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"override {item!r} is not of the form section.key=value")
+        node = result
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(raw)
+    return result
+
+
+def load_settings(
+    config_file: str | Path | None = None, overrides: list[str] | None = None
+) -> FlywheelSettings:
+    """Defaults, then the optional YAML file, then dotlist overrides; validated as a whole."""
+    data = yaml.safe_load(DEFAULTS_PATH.read_text()) or {}
+    if config_file:
+        path = Path(config_file)
+        if not path.is_file():
+            raise FileNotFoundError(f"flywheel config file {path} does not exist")
+        data = _deep_merge(data, yaml.safe_load(path.read_text()) or {})
+    if overrides:
+        data = _deep_merge(data, parse_dotlist(overrides))
+    return FlywheelSettings.model_validate(data)

@@ -1,0 +1,1 @@
+"""Pure functions behind the offline corpus teacher: metrics, exam design, example selection."""

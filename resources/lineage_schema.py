@@ -1,0 +1,65 @@
+"""DDL of the lineage store: every per-cycle row carries its cycle and the asset version."""
+
+TABLES: dict[str, str] = {
+    "cycles": """
+        cycle VARCHAR PRIMARY KEY, seq INTEGER NOT NULL, registered_at TIMESTAMP NOT NULL
+    """,
+    "seed_corpus": """
+        item_id VARCHAR, source VARCHAR, rule VARCHAR, msgid VARCHAR, category VARCHAR,
+        severity VARCHAR, code VARCHAR, review VARCHAR, good_code VARCHAR, details VARCHAR,
+        split VARCHAR, content_sha256 VARCHAR
+    """,
+    "feedback": """
+        cycle VARCHAR, item_id VARCHAR, line_no INTEGER, code VARCHAR, review VARCHAR,
+        severity VARCHAR, explanation VARCHAR, author VARCHAR, content_sha256 VARCHAR,
+        source_file VARCHAR, asset_version VARCHAR
+    """,
+    "feedback_quarantine": """
+        cycle VARCHAR, line_no INTEGER, raw VARCHAR, reason VARCHAR, source_file VARCHAR,
+        asset_version VARCHAR
+    """,
+    "exams": """
+        cycle VARCHAR, exam_id VARCHAR, question_no INTEGER, item_id VARCHAR, source VARCHAR,
+        code VARCHAR, review VARCHAR, severity VARCHAR, teacher VARCHAR, prompt_sha256 VARCHAR,
+        asset_version VARCHAR
+    """,
+    "answers": """
+        cycle VARCHAR, exam_id VARCHAR, question_no INTEGER, item_id VARCHAR, predicted VARCHAR,
+        p_critical DOUBLE, p_major DOUBLE, p_minor DOUBLE, p_trivial DOUBLE, student VARCHAR,
+        adapter_sha256 VARCHAR, asset_version VARCHAR
+    """,
+    "evaluations": """
+        cycle VARCHAR, exam_id VARCHAR, accuracy DOUBLE, macro_f1 DOUBLE, proficiency INTEGER,
+        feedback VARCHAR, per_class VARCHAR, confusion VARCHAR, teacher VARCHAR,
+        prompt_sha256 VARCHAR, asset_version VARCHAR
+    """,
+    "teacher_examples": """
+        cycle VARCHAR, item_id VARCHAR, source VARCHAR, code VARCHAR, review VARCHAR,
+        severity VARCHAR, teacher VARCHAR, asset_version VARCHAR
+    """,
+    "curricula": """
+        cycle VARCHAR, example_id VARCHAR, item_id VARCHAR, origin VARCHAR, added_in_cycle VARCHAR,
+        code VARCHAR, review VARCHAR, severity VARCHAR, weight DOUBLE, asset_version VARCHAR
+    """,
+    "adapters": """
+        cycle VARCHAR, adapter_sha256 VARCHAR, uri VARCHAR, base_model VARCHAR,
+        init_adapter_sha256 VARCHAR, curriculum_cycle VARCHAR, curriculum_size INTEGER,
+        steps INTEGER, final_loss DOUBLE, train_seconds DOUBLE, config VARCHAR,
+        created_at TIMESTAMP, asset_version VARCHAR
+    """,
+    "heldout_scores": """
+        model_ref VARCHAR, item_id VARCHAR, severity VARCHAR, predicted VARCHAR
+    """,
+    "heldout_results": """
+        cycle VARCHAR, role VARCHAR, model_ref VARCHAR, items INTEGER, accuracy DOUBLE,
+        macro_f1 DOUBLE, per_class VARCHAR, asset_version VARCHAR
+    """,
+    "deployments": """
+        cycle VARCHAR, adapter_sha256 VARCHAR, model_name VARCHAR, model_version INTEGER,
+        repository VARCHAR, deployed_at TIMESTAMP, asset_version VARCHAR
+    """,
+}
+
+
+def create_statements() -> list[str]:
+    return [f"CREATE TABLE IF NOT EXISTS {name} ({cols.strip()})" for name, cols in TABLES.items()]

@@ -1,0 +1,49 @@
+"""Shared fixtures: one thread for torch, a shared model/corpus cache, a tiny-student flywheel."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+CACHE_DIR = Path(os.environ.get("FLYWHEEL_CACHE", "~/.cache/flywheel")).expanduser()
+
+# Small enough for seconds per cycle with the config-built tiny Llama.
+TINY_OVERRIDES = [
+    "student.base_model=tiny-llama",
+    "student.num_threads=1",
+    "student.max_prompt_tokens=192",
+    "exam.num_questions=16",
+    "curriculum.new_examples_per_cycle=24",
+    "training.steps_per_cycle=6",
+    "training.batch_size=4",
+    "training.layers_to_train=null",
+    "heldout.max_items=24",
+]
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_gpu = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def cache_dir() -> Path:
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    return CACHE_DIR
+
+
+@pytest.fixture()
+def flywheel_env(cache_dir: Path) -> dict[str, str]:
+    return {"FLYWHEEL_ENV": "local", "FLYWHEEL_CACHE": str(cache_dir)}

@@ -1,0 +1,65 @@
+"""Triton Python-backend model: the flywheel student (base model + the version's LoRA adapter).
+
+Each numeric version folder holds this file, the adapter (`adapter/`) and `deployment.json`,
+which names the base model directory and the adapter's sha256. The backend stub ignores
+PYTHONPATH, so `deployment.json` also lists the directories to put on `sys.path`.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils  # provided by the Triton Python backend
+
+LABELS = ("critical", "major", "minor", "trivial")
+
+
+def _decode(tensor) -> list[str]:
+    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in tensor.reshape(-1)]
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        version_dir = Path(args["model_repository"]) / args["model_version"]
+        deployment = json.loads((version_dir / "deployment.json").read_text())
+        for path in reversed(deployment.get("python_paths", [])):
+            if path not in sys.path:
+                sys.path.insert(0, path)
+        import torch
+
+        from flywheel_assets.ml.base_model import load_model_and_tokenizer
+        from flywheel_assets.ml.scoring import score_severity
+
+        torch.set_num_threads(int(deployment.get("num_threads", 1)))
+        self._score = score_severity
+        self.max_prompt_tokens = int(deployment.get("max_prompt_tokens", 256))
+        self.model, self.tokenizer = load_model_and_tokenizer(
+            Path(deployment["base_model_path"]), adapter_dir=version_dir / "adapter"
+        )
+
+    def execute(self, requests):
+        sizes, items = [], []
+        for request in requests:
+            codes = _decode(pb_utils.get_input_tensor_by_name(request, "CODE").as_numpy())
+            reviews = _decode(pb_utils.get_input_tensor_by_name(request, "REVIEW").as_numpy())
+            sizes.append(len(codes))
+            items.extend(zip(codes, reviews, strict=True))
+        results = self._score(
+            self.model, self.tokenizer, items, max_prompt_tokens=self.max_prompt_tokens
+        )
+        responses, start = [], 0
+        for size in sizes:
+            chunk = results[start : start + size]
+            start += size
+            severity = np.array([[r["severity"].encode()] for r in chunk], dtype=np.object_)
+            probs = np.array([[r["probs"][c] for c in LABELS] for r in chunk], dtype=np.float32)
+            responses.append(
+                pb_utils.InferenceResponse(
+                    output_tensors=[
+                        pb_utils.Tensor("SEVERITY", severity),
+                        pb_utils.Tensor("PROBABILITIES", probs),
+                    ]
+                )
+            )
+        return responses
