@@ -57,7 +57,9 @@ def test_accuracy_matches_a_recomputation_from_stored_answers(two_cycles):
             [cycle],
         )
         correct = int((joined["severity"] == joined["predicted"]).sum())
-        stored = store.query("SELECT * FROM evaluations WHERE cycle = ?", [cycle]).row(0, named=True)
+        stored = store.query("SELECT * FROM evaluations WHERE cycle = ?", [cycle]).row(
+            0, named=True
+        )
         assert stored["accuracy"] == pytest.approx(correct / joined.height)
         report = classification_report(joined["severity"].to_list(), joined["predicted"].to_list())
         assert json.loads(stored["confusion"]) == report["confusion"]

