@@ -55,18 +55,29 @@ class Chunk:
     call_key: str
     counts: dict[str, int]
     candidates: list[dict]
+    swapped: bool = False  # judge only: explanations shown in the order B, A
 
 
 def split_chunks(
     prefix: str, ranked: dict[str, list[dict]], counts: dict[str, int], per_call: int, factor: int
 ) -> list[Chunk]:
-    """Per severity, calls of at most `per_call` items, each shown its own `factor`x candidates."""
-    chunks = []
+    """Calls of at most `per_call` items, filled severity by severity; every requested item
+    brings its own `factor` candidates from that severity's ranked list."""
+    chunks: list[Chunk] = []
+    current: dict[str, int] = {}
+    shown: list[dict] = []
     for severity, total in counts.items():
-        for j, start in enumerate(range(0, total, per_call)):
-            size = min(per_call, total - start)
-            shown = ranked.get(severity, [])[start * factor : (start + size) * factor]
-            chunks.append(Chunk(f"{prefix}/{severity}/{j}", {severity: size}, shown))
+        offset = 0
+        while offset < total:
+            size = min(per_call - sum(current.values()), total - offset)
+            current[severity] = size
+            shown += ranked.get(severity, [])[offset * factor : (offset + size) * factor]
+            offset += size
+            if sum(current.values()) == per_call:
+                chunks.append(Chunk(f"{prefix}/{len(chunks)}", current, shown))
+                current, shown = {}, []
+    if current:
+        chunks.append(Chunk(f"{prefix}/{len(chunks)}", current, shown))
     return chunks
 
 
@@ -141,7 +152,7 @@ class LLMTeacher(Teacher):
         )
         ranked = {s: [p for p in picked if p["severity"] == s] for s in quotas}
         chunks = split_chunks("evaluation", ranked, quotas, self.examples_per_call, f)
-        render = partial(evaluation_prompt, request.report, graded)
+        render = partial(self._evaluation_prompt, request.report, graded)
         usage = TeacherUsage()
         outcomes = self._call(
             request.cycle, "exam_evaluation", chunks, render, EVALUATION_SCHEMA, usage
@@ -175,33 +186,41 @@ class LLMTeacher(Teacher):
         )
 
     def judge_explanations(self, request: JudgeRequest) -> JudgeVerdict:
-        chunk = Chunk("judge/0", {}, [])
+        """Asked twice, in both orders: a verdict that flips with the order is a tie."""
+        chunks = [Chunk("judge/ab", {}, []), Chunk("judge/ba", {}, [], swapped=True)]
         usage = TeacherUsage()
         render = partial(self._judge_prompt, request)
-        (outcome,) = self._call(request.cycle, "judge", [chunk], render, JUDGE_SCHEMA, usage)
-        parsed = parse_document(outcome.text, "winner") if outcome.text else None
-        raw = (parsed.document or {}).get("winner") if parsed else None
-        winner = {"a": "A", "b": "B", "tie": "tie"}.get(str(raw).strip().lower())
-        reason = str((parsed.document or {}).get("reason", "")) if parsed else ""
-        if winner is None:
-            winner, reason = "tie", f"no valid verdict ({outcome.error or f'winner={raw!r}'})"
+        outcomes = self._call(request.cycle, "judge", chunks, render, JUDGE_SCHEMA, usage)
+        verdicts = [_verdict(o, c.swapped) for c, o in zip(chunks, outcomes, strict=True)]
+        valid = [v for v in verdicts if v[0] is not None]
+        if not valid:
+            winner, reason = "tie", f"no valid verdict ({'; '.join(v[1] for v in verdicts)})"
+        elif len({v[0] for v in valid}) == 1:
+            winner, reason = valid[0]
+        else:
+            winner = "tie"
+            reason = f"the verdict changed with the order (position bias): {valid[0][1]}"
         return JudgeVerdict(
             winner=winner, reason=reason, teacher=self.teacher_id,
-            prompt_sha256=prompt_sha256("judge_explanations"), usage=usage,
-            valid=raw is not None and reason != "",
+            prompt_sha256=prompt_sha256("judge_explanations"), usage=usage, valid=bool(valid),
         )
 
     # -- prompts -------------------------------------------------------------------------------
     @staticmethod
-    def _exam_prompt(prev_proficiency, prev_feedback, counts, candidates, redactor) -> str:
-        return exam_prompt(counts, candidates, prev_proficiency, prev_feedback, redactor)
+    def _exam_prompt(prev_proficiency, prev_feedback, chunk: Chunk, redactor) -> str:
+        return exam_prompt(chunk.counts, chunk.candidates, prev_proficiency, prev_feedback,
+                           redactor)
 
     @staticmethod
-    def _judge_prompt(request: JudgeRequest, _counts, _candidates, redactor) -> str:
-        return judge_prompt(
-            request.item.model_dump(), request.explanation_a, request.explanation_b,
-            request.reference, redactor,
-        )
+    def _evaluation_prompt(report: dict, graded: list[dict], chunk: Chunk, redactor) -> str:
+        return evaluation_prompt(report, graded, chunk.counts, chunk.candidates, redactor)
+
+    @staticmethod
+    def _judge_prompt(request: JudgeRequest, chunk: Chunk, redactor) -> str:
+        first, second = request.explanation_a, request.explanation_b
+        if chunk.swapped:
+            first, second = second, first
+        return judge_prompt(request.item.model_dump(), first, second, request.reference, redactor)
 
     # -- plumbing ------------------------------------------------------------------------------
     def _call(
@@ -219,7 +238,7 @@ class LLMTeacher(Teacher):
         calls, blocked = [], []
         for chunk in chunks:
             redactor = None if self.privacy_policy == "off" else Redactor()
-            prompt = render(chunk.counts, chunk.candidates, redactor)
+            prompt = render(chunk, redactor)
             for kind, n in (redactor.counts if redactor else {}).items():
                 usage.redactions[kind] = usage.redactions.get(kind, 0) + n
                 blocked.append(f"{chunk.call_key}: {n} {kind}")
@@ -330,3 +349,17 @@ def _first_grade(
             continue
         grade = grade or (value, feedback.strip())
     return grade
+
+
+def _verdict(outcome: CallOutcome, swapped: bool) -> tuple[str | None, str]:
+    """(winner in the caller's A/B order or None, reason) from one judge reply."""
+    if outcome.text is None:
+        return None, outcome.error or "no reply"
+    document = parse_document(outcome.text, "winner").document or {}
+    raw = str(document.get("winner", "")).strip().lower()
+    winner = {"a": "A", "b": "B", "tie": "tie"}.get(raw)
+    if winner is None:
+        return None, f"winner {document.get('winner')!r} is not A, B or tie"
+    if swapped and winner != "tie":
+        winner = "B" if winner == "A" else "A"
+    return winner, str(document.get("reason", "")).strip() or "no reason given"

@@ -3,8 +3,9 @@
 It answers like a careful teacher (it picks the items it was shown, with their stated severity)
 and, per call kind (exam / evaluation / judge), follows a script of behaviours in order:
 damaged output ("prose", "fenced", "truncated", "wrong_label", "proficiency_7_5",
-"single_quotes") or transport faults ("rate_limit" = 429 with Retry-After, "server_error" = 500,
-"stall" = no answer until past the client's timeout). A fault affects one request; the retry
+"single_quotes", "always_a" for a judge with position bias) or transport faults
+("rate_limit" = 429 with Retry-After, "server_error" = 500, "stall" = no answer until past
+the client's timeout). A fault affects one request; the retry
 gets the next behaviour (default "good"). Every request is recorded.
 """
 
@@ -69,13 +70,30 @@ def call_kind(prompt: str) -> str:
     return "judge"
 
 
+def judge_answer(data: dict) -> dict:
+    """Prefers the explanation that names the finding's severity, then the longer one."""
+    severity = data["finding"]["severity"]
+
+    def merit(side: str) -> tuple[bool, int]:
+        text = data[f"explanation_{side}"]
+        return severity in text.lower(), len(text)
+
+    winner = "A" if merit("A") >= merit("B") else "B"
+    return {"reason": f"{winner} names the severity and explains the impact.", "winner": winner}
+
+
 def good_answer(kind: str, prompt: str) -> dict:
     data = json.loads(_DATA.search(prompt).group(1))
     if kind == "judge":
-        return {"reason": "A explains the impact; B restates the comment.", "winner": "A"}
+        return judge_answer(data)
     pattern = r"Write exactly (\d+) questions" if kind == "exam" else r"exactly (\d+) new"
     wanted = int(re.search(pattern, prompt).group(1))
-    picked = [{"item_id": d["item_id"], "severity": d["severity"]} for d in data[:wanted]]
+    per_severity = json.loads(re.search(r"per severity: (\{[^}]*\})", prompt).group(1))
+    picked = []
+    for severity, n in per_severity.items():
+        shown = [d for d in data if d["severity"] == severity][:n]
+        picked += [{"item_id": d["item_id"], "severity": d["severity"]} for d in shown]
+    picked = picked[:wanted]
     if kind == "exam":
         return {"questions": picked}
     return {"feedback": "Confuses minor with trivial.", "proficiency": 6, "dataset": picked}
@@ -85,6 +103,8 @@ def damage(behaviour: str, kind: str, answer: dict) -> str:
     key = {"exam": "questions", "evaluation": "dataset"}.get(kind)
     if behaviour == "wrong_label" and key and answer[key]:
         answer[key][0]["severity"] = "blocker"
+    if behaviour == "always_a" and kind == "judge":
+        answer["winner"] = "A"  # a judge with position bias
     if behaviour == "proficiency_7_5" and kind == "evaluation":
         answer["proficiency"] = "7.5"
     text = json.dumps(answer, indent=1)

@@ -129,11 +129,21 @@ def test_judge_picks_a_side_on_both_teachers(teacher_endpoint, tmp_path):
         explanation_a="Critical: eval on user input lets an attacker run arbitrary code.",
         explanation_b="minor style nit", reference="Running user input with eval is critical.",
     )
-    verdict = make_teacher(teacher_endpoint, tmp_path).judge_explanations(request)
-    assert verdict.winner == "A" and verdict.valid and verdict.usage.calls == 1
+    teacher = make_teacher(teacher_endpoint, tmp_path)
+    verdict = teacher.judge_explanations(request)
+    assert verdict.winner == "A" and verdict.valid and verdict.usage.calls == 2  # both orders
     offline = CorpusTeacher().judge_explanations(request)
     assert offline.winner == "A" and offline.scores["A"] > offline.scores["B"]
     swapped = request.model_copy(
         update={"explanation_a": request.explanation_b, "explanation_b": request.explanation_a}
     )
     assert CorpusTeacher().judge_explanations(swapped).winner == "B"
+
+
+def test_a_judge_verdict_that_follows_the_order_is_a_tie(teacher_endpoint, tmp_path):
+    teacher_endpoint.reset({"judge": ["always_a", "always_a"]})
+    item = Item(item_id="y", source="s", code="print( x )", review="spacing", severity="trivial")
+    request = JudgeRequest(cycle="c1", item=item, explanation_a="Trivial: only spacing.",
+                           explanation_b="Formatting only, trivial, no behaviour changes.")
+    verdict = make_teacher(teacher_endpoint, tmp_path).judge_explanations(request)
+    assert verdict.winner == "tie" and "position bias" in verdict.reason
