@@ -54,6 +54,10 @@ def run(home: Path) -> dict:
         "sum(cost_usd) AS cost_usd FROM teacher_ledger GROUP BY asset, cached ORDER BY asset"
     )
     out["ledger"] = ledger.to_dicts()
+    second = [r for r in out["ledger"] if int(r["hits"])]
+    out["second_run_cache_hit_rate"] = sum(int(r["hits"]) for r in second) / max(
+        sum(int(r["calls"]) for r in second), 1
+    )
     exam_rows = defs.resources["store"].query("SELECT count(*) AS n FROM exams")["n"][0]
     out["exam_questions"] = int(exam_rows)
     return out
