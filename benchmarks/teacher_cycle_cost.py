@@ -42,23 +42,27 @@ def run(home: Path) -> dict:
     assert defs.resolve_job_def("seed_corpus_job").execute_in_process(instance=instance).success
     instance.add_dynamic_partitions(cycles.name, ["bench"])
     job = defs.resolve_job_def("flywheel_cycle")
+    store = defs.resources["store"]
     out = {}
     for run_name in ("first", "second"):
         endpoint.reset()
+        before = store.query("SELECT count(*) AS n FROM teacher_ledger")["n"][0]
         assert job.execute_in_process(partition_key="bench", instance=instance).success
-        out[run_name] = {"requests": len(endpoint.requests)}
+        rows = store.query("SELECT cached FROM teacher_ledger ORDER BY called_at")["cached"]
+        rows = rows[int(before) :]
+        out[run_name] = {
+            "requests": len(endpoint.requests),
+            "calls": len(rows),
+            "cache_hit_rate": float(rows.mean()) if len(rows) else 0.0,
+        }
     endpoint.stop()
-    ledger = defs.resources["store"].query(
+    ledger = store.query(
         "SELECT asset, count(*) AS calls, sum(CASE WHEN cached THEN 1 ELSE 0 END) AS hits, "
         "sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens, "
         "sum(cost_usd) AS cost_usd FROM teacher_ledger GROUP BY asset, cached ORDER BY asset"
     )
     out["ledger"] = ledger.to_dicts()
-    second = [r for r in out["ledger"] if int(r["hits"])]
-    out["second_run_cache_hit_rate"] = sum(int(r["hits"]) for r in second) / max(
-        sum(int(r["calls"]) for r in second), 1
-    )
-    exam_rows = defs.resources["store"].query("SELECT count(*) AS n FROM exams")["n"][0]
+    exam_rows = store.query("SELECT count(*) AS n FROM exams")["n"][0]
     out["exam_questions"] = int(exam_rows)
     return out
 
