@@ -24,8 +24,9 @@ from resources.feedback_landing import FeedbackLanding
 from resources.finetune import LocalPeftLauncher
 from resources.flywheel_config import FlywheelConfig
 from resources.lineage_store import LineageStore
+from resources.llm_teacher import DEFAULT_MODEL, LLMTeacher
 from resources.student import StudentModel
-from resources.teacher import CorpusTeacher
+from resources.teacher import CorpusTeacher, Teacher
 from resources.triton_repository import TritonModelRepository
 
 CYCLE_ASSETS = [
@@ -71,7 +72,7 @@ def local_resources(
         "store": LineageStore(home=str(home)),
         "artifacts": LocalArtifactStore(root=str(home / "artifacts")),
         "feedback_landing": FeedbackLanding(directory=str(home / "feedback")),
-        "teacher": CorpusTeacher(),
+        "teacher": CorpusTeacher(),  # replaced per environment by teacher_resource()
         "student": StudentModel(
             base_model=settings.student.base_model,
             cache_dir=str(cache_dir),
@@ -82,6 +83,44 @@ def local_resources(
         "finetune": LocalPeftLauncher(),
         "model_repository": TritonModelRepository(repository_dir=str(home / "triton_repository")),
     }
+
+
+ENVIRONMENTS = ("local", "prod")
+
+
+def teacher_resource(
+    name: str, env: Mapping[str, str], settings: FlywheelSettings, store: LineageStore
+) -> Teacher:
+    """`local`: the offline corpus teacher. `prod`: an OpenAI-compatible endpoint.
+
+    prod reads OPENAI_BASE_URL and OPENAI_API_KEY through EnvVar (resolved when the run starts,
+    never stored in the definitions) and the model name from OPENAI_MODEL (default gpt-4o).
+    """
+    if name == "local":
+        return CorpusTeacher()
+    t = settings.teacher
+    return LLMTeacher(
+        base_url=dg.EnvVar("OPENAI_BASE_URL"),
+        api_key=dg.EnvVar("OPENAI_API_KEY"),
+        model=env.get("OPENAI_MODEL", DEFAULT_MODEL),
+        store=store,
+        temperature=t.temperature,
+        max_tokens=t.max_tokens,
+        request_timeout_s=t.request_timeout_s,
+        max_concurrency=t.max_concurrency,
+        max_retries=t.max_retries,
+        backoff_base_s=t.backoff_base_s,
+        backoff_max_s=t.backoff_max_s,
+        structured_output=t.structured_output,
+        privacy_policy=t.privacy_policy,
+        budget_usd_per_cycle=t.budget_usd_per_cycle,
+        budget_tokens_per_cycle=t.budget_tokens_per_cycle,
+        price_input_per_1m=t.prices.input_per_1m,
+        price_output_per_1m=t.prices.output_per_1m,
+        questions_per_call=t.questions_per_call,
+        examples_per_call=t.examples_per_call,
+        candidates_per_item=t.candidates_per_item,
+    )
 
 
 def stamp_code_versions(assets: list, settings: FlywheelSettings) -> list:
@@ -102,11 +141,12 @@ def build_definitions(
     home: str | Path | None = None,
     overrides: list[str] | None = None,
 ) -> dg.Definitions:
-    """Definitions for FLYWHEEL_ENV (`local` is the only environment so far)."""
+    """Definitions for FLYWHEEL_ENV: `local` (all offline) or `prod` (the LLM teacher; every
+    other resource as in local for now)."""
     env = os.environ if env is None else env
     name = env.get("FLYWHEEL_ENV", "local")
-    if name != "local":
-        raise ValueError(f"FLYWHEEL_ENV={name!r} is not supported; use 'local'")
+    if name not in ENVIRONMENTS:
+        raise ValueError(f"FLYWHEEL_ENV={name!r} is not supported; use one of {ENVIRONMENTS}")
     home = Path(home or env.get("FLYWHEEL_HOME", ".flywheel")).resolve()
     config = FlywheelConfig(
         cache_dir=str(default_cache_dir(env)),
@@ -123,8 +163,17 @@ def build_definitions(
         assets=[seed_corpus, *stamp_code_versions(CYCLE_ASSETS, settings)],
         jobs=[flywheel_cycle_job, seed_corpus_job],
         sensors=[automation],
-        resources=local_resources(home, Path(config.cache_dir), settings, config),
+        resources=_resources(name, env, home, Path(config.cache_dir), settings, config),
     )
+
+
+def _resources(
+    name: str, env: Mapping[str, str], home: Path, cache_dir: Path,
+    settings: FlywheelSettings, config: FlywheelConfig,
+) -> dict:
+    resources = local_resources(home, cache_dir, settings, config)
+    resources["teacher"] = teacher_resource(name, env, settings, resources["store"])
+    return resources
 
 
 @dg.definitions

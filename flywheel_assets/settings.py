@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -50,12 +50,40 @@ class HeldoutSettings(_Section):
     max_items: int | None = Field(None, ge=4)
 
 
+class PriceSettings(_Section):
+    """USD per 1M tokens; the defaults are placeholders: set your endpoint's real prices."""
+
+    input_per_1m: float = Field(2.5, ge=0.0)
+    output_per_1m: float = Field(10.0, ge=0.0)
+
+
+class TeacherSettings(_Section):
+    """The LLM teacher (FLYWHEEL_ENV=prod): budget, prices, privacy, concurrency, retries."""
+
+    budget_usd_per_cycle: float | None = Field(5.0, ge=0.0)
+    budget_tokens_per_cycle: int | None = Field(None, ge=0)
+    prices: PriceSettings = PriceSettings()
+    privacy_policy: Literal["redact", "block", "off"] = "redact"
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    max_tokens: int = Field(4096, ge=64)
+    request_timeout_s: float = Field(120.0, gt=0.0)
+    max_concurrency: int = Field(4, ge=1)
+    max_retries: int = Field(4, ge=0)
+    backoff_base_s: float = Field(1.0, ge=0.0)
+    backoff_max_s: float = Field(60.0, ge=0.0)
+    structured_output: bool = True
+    questions_per_call: int = Field(10, ge=1)
+    examples_per_call: int = Field(24, ge=1)
+    candidates_per_item: int = Field(2, ge=1)
+
+
 class FlywheelSettings(_Section):
     student: StudentSettings = StudentSettings()
     exam: ExamSettings = ExamSettings()
     curriculum: CurriculumSettings = CurriculumSettings()
     training: TrainingSettings = TrainingSettings()
     heldout: HeldoutSettings = HeldoutSettings()
+    teacher: TeacherSettings = TeacherSettings()
 
     def section_hash(self, *sections: str) -> str:
         """Short content hash of the named sections (all when none named)."""

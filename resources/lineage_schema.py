@@ -58,6 +58,19 @@ TABLES: dict[str, str] = {
         cycle VARCHAR, adapter_sha256 VARCHAR, model_name VARCHAR, model_version INTEGER,
         repository VARCHAR, deployed_at TIMESTAMP, asset_version VARCHAR
     """,
+    "teacher_quarantine": """
+        cycle VARCHAR, asset VARCHAR, call_key VARCHAR, item_index INTEGER, raw VARCHAR,
+        reason VARCHAR, asset_version VARCHAR
+    """,
+    "teacher_cache": """
+        key VARCHAR PRIMARY KEY, model VARCHAR, response VARCHAR, output_mode VARCHAR,
+        prompt_tokens INTEGER, completion_tokens INTEGER, created_at TIMESTAMP
+    """,
+    "teacher_ledger": """
+        cycle VARCHAR, asset VARCHAR, call_key VARCHAR, cache_key VARCHAR, model VARCHAR,
+        prompt_tokens INTEGER, completion_tokens INTEGER, cost_usd DOUBLE, cached BOOLEAN,
+        retries INTEGER, outcome VARCHAR, called_at TIMESTAMP
+    """,
 }
 
 

@@ -83,6 +83,17 @@ class LineageStore(dg.ConfigurableResource):
                 raise
         return rows.height
 
+    def append_rows(self, table: str, rows: pl.DataFrame) -> int:
+        """Append-only write, for logs such as the teacher ledger (spend happened; keep it)."""
+        if table not in TABLES:
+            raise KeyError(f"unknown lineage table {table!r}")
+        if rows.height:
+            with self.connect() as con:
+                con.register("incoming_rows", rows.to_arrow())
+                con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming_rows")
+                con.unregister("incoming_rows")
+        return rows.height
+
     # -- cycle order -------------------------------------------------------------------------
     def register_cycle(self, cycle: str) -> int:
         """The cycle's position in the flywheel; a re-materialized cycle keeps its place."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Literal
 
 import dagster as dg
 from pydantic import BaseModel, Field
@@ -10,6 +11,7 @@ from pydantic import BaseModel, Field
 from flywheel_assets.prompts import prompt_sha256
 from flywheel_assets.teaching.exam_design import allocate, draw_questions
 from flywheel_assets.teaching.example_selection import select_examples
+from flywheel_assets.teaching.explanation_judge import judge_by_proxy
 from flywheel_assets.teaching.metrics import proficiency, written_feedback
 
 
@@ -38,11 +40,43 @@ class ExamRequest(BaseModel):
     previous_recalls: dict[str, float] | None = None
 
 
+class QuarantinedOutput(BaseModel):
+    """A piece of a teacher reply that failed validation, kept with the reason."""
+
+    call_key: str
+    item_index: int  # -1: the reply (or one of its fields) as a whole
+    raw: str
+    reason: str
+
+
+class TeacherUsage(BaseModel):
+    """What the teacher's calls for one asset cost and how they went (metadata + ledger)."""
+
+    calls: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    failed_calls: int = 0
+    skipped_calls: int = 0
+    retries: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    cycle_cost_usd: float = 0.0
+    cycle_tokens: int = 0
+    output_modes: dict[str, int] = Field(default_factory=dict)
+    repairs: dict[str, int] = Field(default_factory=dict)
+    redactions: dict[str, int] = Field(default_factory=dict)
+    budget_stop: str | None = None
+
+
 class ExamResult(BaseModel):
     questions: list[Item]
     allocation: dict[str, int]
     teacher: str
     prompt_sha256: str
+    quarantine: list[QuarantinedOutput] = Field(default_factory=list)
+    usage: TeacherUsage | None = None
+    notes: str = ""
 
 
 class EvaluationRequest(BaseModel):
@@ -62,6 +96,28 @@ class EvaluationResult(BaseModel):
     teacher: str
     prompt_sha256: str
     notes: str = ""
+    quarantine: list[QuarantinedOutput] = Field(default_factory=list)
+    usage: TeacherUsage | None = None
+
+
+class JudgeRequest(BaseModel):
+    """Two explanations of the same finding's severity; `reference` is a trusted one if known."""
+
+    cycle: str
+    item: Item
+    explanation_a: str
+    explanation_b: str
+    reference: str | None = None
+
+
+class JudgeVerdict(BaseModel):
+    winner: Literal["A", "B", "tie"]
+    reason: str
+    teacher: str
+    prompt_sha256: str
+    scores: dict[str, float] = Field(default_factory=dict)
+    usage: TeacherUsage | None = None
+    valid: bool = True  # False: no usable verdict came back; the "tie" is not a judgement
 
 
 class Teacher(dg.ConfigurableResource, ABC):
@@ -78,13 +134,18 @@ class Teacher(dg.ConfigurableResource, ABC):
     @abstractmethod
     def evaluate_exam(self, request: EvaluationRequest) -> EvaluationResult: ...
 
+    @abstractmethod
+    def judge_explanations(self, request: JudgeRequest) -> JudgeVerdict:
+        """Which of two explanations of the same finding is better: "A", "B" or "tie"."""
+
 
 class CorpusTeacher(Teacher):
     """Offline teacher: exams and new examples drawn from the labelled data source by code.
 
     Exams are balanced across severities and tilted toward those the last evaluation found weak;
     proficiency comes from the exam's macro-F1; new examples are the pool items most similar to
-    the questions the student got wrong, with more of them for weaker severities.
+    the questions the student got wrong, with more of them for weaker severities. The judge is
+    a documented proxy (see `flywheel_assets.teaching.explanation_judge`), not a coin.
     """
 
     @property
@@ -123,4 +184,15 @@ class CorpusTeacher(Teacher):
             teacher=self.teacher_id,
             prompt_sha256=prompt_sha256("exam_evaluation"),
             notes=f"examples per severity requested: {quotas}",
+        )
+
+    def judge_explanations(self, request: JudgeRequest) -> JudgeVerdict:
+        verdict = judge_by_proxy(request.item.model_dump(), request.explanation_a,
+                                 request.explanation_b, request.reference)
+        return JudgeVerdict(
+            winner=verdict.winner,
+            reason=verdict.reason,
+            scores={"A": verdict.score_a, "B": verdict.score_b},
+            teacher=self.teacher_id,
+            prompt_sha256=prompt_sha256("judge_explanations"),
         )

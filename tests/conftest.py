@@ -47,3 +47,13 @@ def cache_dir() -> Path:
 @pytest.fixture()
 def flywheel_env(cache_dir: Path) -> dict[str, str]:
     return {"FLYWHEEL_ENV": "local", "FLYWHEEL_CACHE": str(cache_dir)}
+
+
+@pytest.fixture(scope="module")
+def teacher_endpoint():
+    """A scripted OpenAI-compatible server on loopback, stopped at teardown."""
+    from tests.openai_stub import ScriptedEndpoint
+
+    endpoint = ScriptedEndpoint().start()
+    yield endpoint
+    endpoint.stop()

@@ -61,3 +61,18 @@ def test_a_settings_change_changes_only_the_assets_that_use_it(tmp_path):
 def test_unknown_environment_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="FLYWHEEL_ENV"):
         build_definitions(env={"FLYWHEEL_ENV": "moon"}, home=tmp_path)
+
+
+def test_prod_swaps_only_the_teacher_and_reads_secrets_through_envvar(tmp_path):
+    import dagster as dg
+
+    from resources.llm_teacher import LLMTeacher
+
+    local = build_definitions(env={}, home=tmp_path).resources
+    prod = build_definitions(env={"FLYWHEEL_ENV": "prod"}, home=tmp_path).resources
+    assert isinstance(prod["teacher"], LLMTeacher)
+    assert isinstance(prod["teacher"].api_key, dg.EnvVar)
+    assert isinstance(prod["teacher"].base_url, dg.EnvVar)
+    assert {k: type(v) for k, v in local.items() if k != "teacher"} == {
+        k: type(v) for k, v in prod.items() if k != "teacher"
+    }

@@ -12,6 +12,7 @@ from flywheel_assets.partitions import cycles
 from flywheel_assets.plots import confusion_heatmap
 from flywheel_assets.prompts import prompts_version
 from flywheel_assets.severity import SEVERITIES
+from flywheel_assets.teacher_metadata import store_quarantine, teacher_metadata
 from flywheel_assets.teaching.metrics import classification_report, confusion_markdown
 from resources.flywheel_config import FlywheelConfig
 from resources.lineage_store import LineageStore
@@ -101,6 +102,9 @@ def exam_evaluation(
         ]
     )
     store.replace_rows("teacher_examples", examples, cycle=cycle)
+    store_quarantine(store, cycle, "exam_evaluation", VERSION, result.quarantine)
+    if result.usage and result.usage.budget_stop:
+        context.log.warning(f"teacher budget: {result.usage.budget_stop}; examples are partial")
     context.log.info(f"{exam_id}: {result.feedback}")
     per_class_rows = [
         (c, v["precision"], v["recall"], v["f1"], v["support"])
@@ -124,5 +128,7 @@ def exam_evaluation(
             "new_examples_per_severity": dg.MetadataValue.json(new_counts),
             "teacher": result.teacher,
             "prompt_sha256": result.prompt_sha256,
+            "teacher_notes": result.notes or "none",
+            **teacher_metadata(result.usage, len(result.quarantine)),
         }
     )

@@ -12,6 +12,7 @@ from flywheel_assets.markdown import table
 from flywheel_assets.partitions import cycles
 from flywheel_assets.prompts import prompts_version
 from flywheel_assets.severity import SEVERITIES
+from flywheel_assets.teacher_metadata import store_quarantine, teacher_metadata
 from resources.flywheel_config import FlywheelConfig
 from resources.lineage_store import LineageStore
 from resources.teacher import ExamRequest, Teacher
@@ -67,6 +68,8 @@ def exam(
         ]
     )
     store.replace_rows("exams", rows, cycle=cycle)
+    store_quarantine(store, cycle, "exam", VERSION, result.quarantine)
+    _log_teacher(context, result.notes, result.usage)
     counts = {c: int((rows["severity"] == c).sum()) for c in SEVERITIES}
     context.log.info(f"{exam_id}: {rows.height} questions {counts}")
     return dg.MaterializeResult(
@@ -77,6 +80,8 @@ def exam(
             "requested_per_severity": dg.MetadataValue.json(result.allocation),
             "teacher": result.teacher,
             "prompt_sha256": result.prompt_sha256,
+            "teacher_notes": result.notes or "none",
+            **teacher_metadata(result.usage, len(result.quarantine)),
             "pool_size": len(request.pool),
             "previous_evaluation_cycle": previous["cycle"] if previous else "none",
             "previous_proficiency": previous["proficiency"] if previous else 0,
@@ -92,3 +97,10 @@ def exam(
             ),
         }
     )
+
+
+def _log_teacher(context: dg.AssetExecutionContext, notes: str, usage) -> None:
+    if usage and usage.budget_stop:
+        context.log.warning(f"teacher budget: {usage.budget_stop}; the exam is partial")
+    if notes:
+        context.log.info(f"teacher: {notes}")
