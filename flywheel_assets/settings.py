@@ -50,12 +50,17 @@ class HeldoutSettings(_Section):
     max_items: int | None = Field(None, ge=4)
 
 
+class FeedbackSettings(_Section):
+    max_code_bytes: int = Field(64 * 1024, ge=1)
+
+
 class FlywheelSettings(_Section):
     student: StudentSettings = StudentSettings()
     exam: ExamSettings = ExamSettings()
     curriculum: CurriculumSettings = CurriculumSettings()
     training: TrainingSettings = TrainingSettings()
     heldout: HeldoutSettings = HeldoutSettings()
+    feedback: FeedbackSettings = FeedbackSettings()
 
     def section_hash(self, *sections: str) -> str:
         """Short content hash of the named sections (all when none named)."""
