@@ -81,9 +81,9 @@ def check_row(row: object, rules: Rules) -> tuple[dict | None, str | None]:
 
 
 def _jsonl_rows(data: bytes) -> Iterator[tuple[int, str, object | None, str | None]]:
-    """(line_no, raw text, parsed object or None, error) for each non-blank line."""
-    for line_no, raw in enumerate(data.splitlines(), start=1):
-        raw = raw.removeprefix(BOM)
+    """(line_no, raw text, parsed object or None, error) per non-blank line (LF or CRLF)."""
+    for line_no, raw in enumerate(data.split(b"\n"), start=1):
+        raw = raw.removeprefix(BOM).rstrip(b"\r")
         if not raw.strip():
             continue
         try:
@@ -106,9 +106,11 @@ def _has_surrogates(values: Iterable[object]) -> bool:
 def _csv_rows(data: bytes) -> Iterator[tuple[int, str, object | None, str | None]]:
     """Rows of a CSV export with a header; quoted fields may span lines."""
     text = data.removeprefix(BOM).decode("utf-8", errors="surrogateescape")
+    csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))  # oversize is our call
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    start = (reader.line_num or 0) + 1
     try:
+        reader.fieldnames  # noqa: B018 - reads the header row
+        start = reader.line_num + 1
         for row in reader:
             line_no, start = start, reader.line_num + 1
             raw = json.dumps(row, ensure_ascii=False, default=str)
@@ -120,7 +122,7 @@ def _csv_rows(data: bytes) -> Iterator[tuple[int, str, object | None, str | None
             else:
                 yield line_no, raw, {k: (v if v != "" else None) for k, v in row.items()}, None
     except csv.Error as exc:
-        yield start, "", None, f"unreadable CSV: {exc}"
+        yield reader.line_num, "", None, f"unreadable CSV from this line on: {exc}"
 
 
 def validate_batch(
