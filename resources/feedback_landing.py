@@ -85,7 +85,7 @@ class LocalFeedbackLanding(FeedbackLanding):
 class S3FeedbackLanding(FeedbackLanding):
     """Production: objects under `s3://<bucket>/<prefix>/`."""
 
-    s3: dg.ResourceDependency[S3Resource]
+    s3: S3Resource
     bucket: str
     prefix: str = "feedback"
 

@@ -23,7 +23,7 @@ def split_uri(uri: str) -> tuple[str, str]:
 class S3ArtifactStore(ArtifactStore):
     """Uploads each file of an artifact directory once; downloads into a verified local cache."""
 
-    s3: dg.ResourceDependency[S3Resource]
+    s3: S3Resource
     bucket: str
     prefix: str = "artifacts"
     cache_dir: str  # local copies for training and serving; never the source of truth
