@@ -46,11 +46,16 @@ def plan_tick(
         if len(plan.new) >= max_new:
             plan.pending += 1
             continue
-        plan.seen[file.name] = file.signature
         if file.size == 0:
+            plan.seen[file.name] = file.signature
             plan.skipped.append(f"{file.name}: empty file")
             continue
-        sha = sha256_bytes(landing.read_bytes(file.name))
+        try:
+            sha = sha256_bytes(landing.read_bytes(file.name))
+        except Exception as exc:  # vanished or unreadable: not marked seen, retried next tick
+            plan.skipped.append(f"{file.name}: unreadable ({type(exc).__name__}: {exc})")
+            continue
+        plan.seen[file.name] = file.signature
         if sha in known:
             plan.skipped.append(f"{file.name}: same content as cycle {known[sha]}")
             continue

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from flywheel_assets.definitions import build_definitions
 from flywheel_assets.feedback_batches import batch_key
 from flywheel_assets.partitions import cycles
-from flywheel_assets.sensors import feedback_sensor
+from flywheel_assets.sensors import feedback_sensor, plan_tick
+from resources.feedback_landing import LandedFile, LocalFeedbackLanding
 from tests.feedback_files import drop, feedback_jsonl
 
 SAFE = re.compile(r"^[a-z0-9_.-]{1,53}$")
@@ -92,3 +93,11 @@ def test_an_entirely_invalid_batch_fails_naming_file_and_lines(defs, tmp_path):
     assert "bad.jsonl" in message and "line 1:" in message and "line 2:" in message
     quarantined = defs.resources["store"].query("SELECT line_no FROM feedback_quarantine")
     assert sorted(quarantined["line_no"]) == [1, 2]
+
+
+def test_a_vanished_file_is_retried_not_marked_seen(tmp_path):
+    landing = LocalFeedbackLanding(directory=str(tmp_path))
+    gone = LandedFile(name="gone.jsonl", size=10, mtime=1.0)
+    plan = plan_tick([gone], {}, landing, known={})
+    assert not plan.new and "gone.jsonl: unreadable" in plan.skipped[0]
+    assert "gone.jsonl" not in plan.seen
