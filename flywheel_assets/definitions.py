@@ -10,17 +10,18 @@ import dagster as dg
 
 from flywheel_assets.assets.adapter import lora_adapter
 from flywheel_assets.assets.answers import student_answers
+from flywheel_assets.assets.audit import lineage_audit
 from flywheel_assets.assets.curriculum import curriculum
 from flywheel_assets.assets.deployment import deployed_student
 from flywheel_assets.assets.evaluation import exam_evaluation
 from flywheel_assets.assets.exam import exam
-from flywheel_assets.assets.feedback import reviewer_feedback
+from flywheel_assets.assets.feedback import reviewer_feedback, rows_conserved
 from flywheel_assets.assets.heldout import heldout_evaluation
 from flywheel_assets.assets.seed import seed_corpus
 from flywheel_assets.partitions import cycles
+from flywheel_assets.sensors import feedback_sensor
 from flywheel_assets.settings import FlywheelSettings, load_settings
-from resources.artifact_store import LocalArtifactStore
-from resources.feedback_landing import FeedbackLanding
+from flywheel_assets.storage import storage_resources
 from resources.finetune import LocalPeftLauncher
 from resources.flywheel_config import FlywheelConfig
 from resources.lineage_store import LineageStore
@@ -48,6 +49,7 @@ SETTINGS_USED = {
     "curriculum": ("curriculum",),
     "lora_adapter": ("training", "student"),
     "heldout_evaluation": ("heldout", "student"),
+    "reviewer_feedback": ("feedback",),
 }
 
 flywheel_cycle_job = dg.define_asset_job(
@@ -70,8 +72,6 @@ def local_resources(
     return {
         "flywheel_config": config,
         "store": LineageStore(home=str(home)),
-        "artifacts": LocalArtifactStore(root=str(home / "artifacts")),
-        "feedback_landing": FeedbackLanding(directory=str(home / "feedback")),
         "teacher": CorpusTeacher(),  # replaced per environment by teacher_resource()
         "student": StudentModel(
             base_model=settings.student.base_model,
@@ -141,8 +141,8 @@ def build_definitions(
     home: str | Path | None = None,
     overrides: list[str] | None = None,
 ) -> dg.Definitions:
-    """Definitions for FLYWHEEL_ENV: `local` (all offline) or `prod` (the LLM teacher; every
-    other resource as in local for now)."""
+    """Definitions for FLYWHEEL_ENV (`local`: all offline | `prod`: the LLM teacher) and
+    FLYWHEEL_STORAGE (`local` | `s3`: artifacts and the feedback landing zone)."""
     env = os.environ if env is None else env
     name = env.get("FLYWHEEL_ENV", "local")
     if name not in ENVIRONMENTS:
@@ -160,18 +160,26 @@ def build_definitions(
         default_status=dg.DefaultSensorStatus.RUNNING,
     )
     return dg.Definitions(
-        assets=[seed_corpus, *stamp_code_versions(CYCLE_ASSETS, settings)],
+        assets=[seed_corpus, *stamp_code_versions(CYCLE_ASSETS, settings), lineage_audit],
+        asset_checks=[rows_conserved],
         jobs=[flywheel_cycle_job, seed_corpus_job],
-        sensors=[automation],
+        sensors=[automation, feedback_sensor],
         resources=_resources(name, env, home, Path(config.cache_dir), settings, config),
     )
 
 
 def _resources(
-    name: str, env: Mapping[str, str], home: Path, cache_dir: Path,
-    settings: FlywheelSettings, config: FlywheelConfig,
+    name: str,
+    env: Mapping[str, str],
+    home: Path,
+    cache_dir: Path,
+    settings: FlywheelSettings,
+    config: FlywheelConfig,
 ) -> dict:
-    resources = local_resources(home, cache_dir, settings, config)
+    resources = {
+        **local_resources(home, cache_dir, settings, config),
+        **storage_resources(env, home),
+    }
     resources["teacher"] = teacher_resource(name, env, settings, resources["store"])
     return resources
 

@@ -77,6 +77,10 @@ class TeacherSettings(_Section):
     candidates_per_item: int = Field(2, ge=1)
 
 
+class FeedbackSettings(_Section):
+    max_code_bytes: int = Field(64 * 1024, ge=1)
+
+
 class FlywheelSettings(_Section):
     student: StudentSettings = StudentSettings()
     exam: ExamSettings = ExamSettings()
@@ -84,6 +88,7 @@ class FlywheelSettings(_Section):
     training: TrainingSettings = TrainingSettings()
     heldout: HeldoutSettings = HeldoutSettings()
     teacher: TeacherSettings = TeacherSettings()
+    feedback: FeedbackSettings = FeedbackSettings()
 
     def section_hash(self, *sections: str) -> str:
         """Short content hash of the named sections (all when none named)."""

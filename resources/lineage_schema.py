@@ -1,5 +1,7 @@
 """DDL of the lineage store: every per-cycle row carries its cycle and the asset version."""
 
+from resources.lineage_views import view_statements
+
 TABLES: dict[str, str] = {
     "cycles": """
         cycle VARCHAR PRIMARY KEY, seq INTEGER NOT NULL, registered_at TIMESTAMP NOT NULL
@@ -13,6 +15,11 @@ TABLES: dict[str, str] = {
         cycle VARCHAR, item_id VARCHAR, line_no INTEGER, code VARCHAR, review VARCHAR,
         severity VARCHAR, explanation VARCHAR, author VARCHAR, content_sha256 VARCHAR,
         source_file VARCHAR, asset_version VARCHAR
+    """,
+    "feedback_batches": """
+        cycle VARCHAR, file_name VARCHAR, uri VARCHAR, sha256 VARCHAR, size_bytes BIGINT,
+        signature VARCHAR, registered_at TIMESTAMP, received INTEGER, accepted INTEGER,
+        quarantined INTEGER, asset_version VARCHAR
     """,
     "feedback_quarantine": """
         cycle VARCHAR, line_no INTEGER, raw VARCHAR, reason VARCHAR, source_file VARCHAR,
@@ -75,4 +82,7 @@ TABLES: dict[str, str] = {
 
 
 def create_statements() -> list[str]:
-    return [f"CREATE TABLE IF NOT EXISTS {name} ({cols.strip()})" for name, cols in TABLES.items()]
+    tables = [
+        f"CREATE TABLE IF NOT EXISTS {name} ({cols.strip()})" for name, cols in TABLES.items()
+    ]
+    return tables + view_statements()

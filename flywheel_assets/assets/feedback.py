@@ -3,62 +3,140 @@
 import dagster as dg
 import polars as pl
 
-from flywheel_assets.feedback_validation import validate_jsonl
+from flywheel_assets.feedback_batches import (
+    batch_row,
+    earlier_hashes,
+    lookup_batch,
+    sha256_bytes,
+)
+from flywheel_assets.feedback_validation import Rules, ValidatedBatch, validate_batch
 from flywheel_assets.partitions import cycles
 from resources.feedback_landing import FeedbackLanding
+from resources.flywheel_config import FlywheelConfig
 from resources.lineage_store import LineageStore
 
-VERSION = "1"
+VERSION = "2"
+
+
+def read_batch(
+    cycle: str, store: LineageStore, landing: FeedbackLanding
+) -> tuple[dict, bytes | None]:
+    """The cycle's batch record and file bytes (none for a bootstrap / seed-only cycle)."""
+    record = lookup_batch(store, cycle)
+    if record is None or record["file_name"] is None:
+        name = landing.legacy_batch(cycle)
+        if name is None:
+            return batch_row(cycle, None, None, None), None
+        data = landing.read_bytes(name)
+        file = next(f for f in landing.list_files() if f.name == name)
+        return batch_row(cycle, file, landing.uri(name), sha256_bytes(data)), data
+    data = landing.read_bytes(record["file_name"])
+    if record["sha256"] and sha256_bytes(data) != record["sha256"]:
+        raise dg.Failure(
+            f"{record['uri']} changed since it landed as cycle {cycle} (sha256 "
+            f"{record['sha256'][:12]}...); its new content is a cycle of its own"
+        )
+    return record, data
+
+
+def _accepted_frame(cycle: str, uri: str | None, batch: ValidatedBatch) -> pl.DataFrame:
+    rows = [
+        {
+            "cycle": cycle,
+            "item_id": f"feedback:{row['content_sha256'][:16]}",
+            "line_no": row["line_no"],
+            "code": row["code"],
+            "review": row["review"],
+            "severity": row["severity"],
+            "explanation": row.get("explanation"),
+            "author": row.get("author"),
+            "content_sha256": row["content_sha256"],
+            "source_file": uri,
+            "asset_version": VERSION,
+        }
+        for row in batch.accepted
+    ]
+    return pl.DataFrame(rows, schema_overrides={"explanation": pl.String, "author": pl.String})
+
+
+def _quarantine_frame(cycle: str, uri: str | None, batch: ValidatedBatch) -> pl.DataFrame:
+    rows = [
+        {**row, "cycle": cycle, "source_file": uri, "asset_version": VERSION}
+        for row in batch.quarantined
+    ]
+    return pl.DataFrame(rows)
+
+
+def _fail_if_all_rejected(uri: str | None, batch: ValidatedBatch) -> None:
+    if batch.received and not batch.accepted:
+        shown = "; ".join(f"line {r['line_no']}: {r['reason']}" for r in batch.quarantined[:10])
+        more = f" (+{len(batch.quarantined) - 10} more)" if len(batch.quarantined) > 10 else ""
+        raise dg.Failure(
+            f"every row of {uri} was rejected ({batch.received} rows): {shown}{more}; "
+            "the rows are in the feedback_quarantine table"
+        )
 
 
 @dg.asset(partitions_def=cycles, group_name="flywheel", code_version=VERSION)
 def reviewer_feedback(
-    context: dg.AssetExecutionContext, store: LineageStore, feedback_landing: FeedbackLanding
+    context: dg.AssetExecutionContext,
+    store: LineageStore,
+    feedback_landing: FeedbackLanding,
+    flywheel_config: FlywheelConfig,
 ) -> dg.MaterializeResult:
     """Accepted and quarantined reviewer-feedback rows of the cycle (none for a bootstrap cycle)."""
     cycle = context.partition_key
     seq = store.register_cycle(cycle)
-    path = feedback_landing.batch_path(cycle)
-    batch = validate_jsonl(path.read_bytes()) if path else None
-    accepted = pl.DataFrame(
-        [
-            {
-                "cycle": cycle,
-                "item_id": f"feedback:{row['content_sha256'][:16]}",
-                "line_no": row["line_no"],
-                "code": row["code"],
-                "review": row["review"],
-                "severity": row["severity"],
-                "explanation": row.get("explanation"),
-                "author": row.get("author"),
-                "content_sha256": row["content_sha256"],
-                "source_file": str(path),
-                "asset_version": VERSION,
-            }
-            for row in (batch.accepted if batch else [])
-        ],
-        schema_overrides={"explanation": pl.String, "author": pl.String},
+    record, data = read_batch(cycle, store, feedback_landing)
+    uri = record["uri"]
+    rules = Rules(
+        max_code_bytes=flywheel_config.settings().feedback.max_code_bytes,
+        known_hashes=earlier_hashes(store, cycle),
     )
-    quarantined = pl.DataFrame(
-        [
-            {**row, "cycle": cycle, "source_file": str(path), "asset_version": VERSION}
-            for row in (batch.quarantined if batch else [])
-        ]
+    batch = validate_batch(data, record["file_name"], rules) if data else ValidatedBatch()
+    store.replace_rows("feedback", _accepted_frame(cycle, uri, batch), cycle=cycle)
+    store.replace_rows("feedback_quarantine", _quarantine_frame(cycle, uri, batch), cycle=cycle)
+    counts = {
+        "received": batch.received,
+        "accepted": len(batch.accepted),
+        "quarantined": len(batch.quarantined),
+    }
+    store.replace_rows(
+        "feedback_batches",
+        pl.DataFrame([{**record, **counts, "asset_version": VERSION}]),
+        cycle=cycle,
     )
-    store.replace_rows("feedback", accepted, cycle=cycle)
-    store.replace_rows("feedback_quarantine", quarantined, cycle=cycle)
-    received = batch.received if batch else 0
-    if batch and received and not batch.accepted:
-        lines = ", ".join(str(r["line_no"]) for r in batch.quarantined[:20])
-        raise dg.Failure(f"every row of {path} was rejected (lines {lines}); see quarantine")
-    for row in batch.quarantined if batch else []:
-        context.log.warning(f"{path}:{row['line_no']} quarantined: {row['reason']}")
+    _fail_if_all_rejected(uri, batch)
+    for row in batch.quarantined[:50]:
+        context.log.warning(f"{uri}:{row['line_no']} quarantined: {row['reason']}")
     return dg.MaterializeResult(
         metadata={
             "cycle_seq": seq,
-            "batch_file": str(path) if path else "none (bootstrap / seed-only cycle)",
-            "received": received,
-            "accepted": accepted.height,
-            "quarantined": quarantined.height,
+            "batch_file": uri or "none (bootstrap / seed-only cycle)",
+            "batch_sha256": record["sha256"] or "none",
+            **counts,
         }
+    )
+
+
+@dg.asset_check(
+    asset=reviewer_feedback,
+    partitions_def=cycles,
+    description="accepted + quarantined = received: validation loses no row",
+)
+def rows_conserved(
+    context: dg.AssetCheckExecutionContext, store: LineageStore
+) -> dg.AssetCheckResult:
+    """Counts the stored rows of the cycle against what the batch file held."""
+    cycle = context.partition_key
+    counts = store.query(
+        "SELECT received, accepted, quarantined FROM feedback_batch_summary WHERE cycle = ?",
+        [cycle],
+    )
+    if counts.is_empty() or counts["received"][0] is None:
+        return dg.AssetCheckResult(passed=False, description=f"cycle {cycle} has no batch record")
+    received, accepted, quarantined = counts.row(0)
+    return dg.AssetCheckResult(
+        passed=accepted + quarantined == received,
+        metadata={"received": received, "accepted": accepted, "quarantined": quarantined},
     )

@@ -1,0 +1,64 @@
+"""Audit views over the lineage tables: an adapter's whole chain, and what a batch influenced."""
+
+VIEWS: dict[str, str] = {
+    # One row per cycle: its feedback file and the row counts actually stored for it.
+    "feedback_batch_summary": """
+        WITH acc AS (SELECT cycle, count(*) AS n FROM feedback GROUP BY cycle),
+             qua AS (SELECT cycle, count(*) AS n FROM feedback_quarantine GROUP BY cycle)
+        SELECT c.cycle, c.seq, b.file_name, b.uri, b.sha256 AS batch_sha256, b.received,
+               coalesce(acc.n, 0) AS accepted, coalesce(qua.n, 0) AS quarantined
+        FROM cycles c
+        LEFT JOIN feedback_batches b ON b.cycle = c.cycle
+        LEFT JOIN acc ON acc.cycle = c.cycle
+        LEFT JOIN qua ON qua.cycle = c.cycle
+    """,
+    "adapter_lineage": """
+        WITH ex AS (
+            SELECT cycle, any_value(exam_id) AS exam_id, count(*) AS questions,
+                   any_value(teacher) AS teacher, any_value(prompt_sha256) AS prompt_sha256
+            FROM exams GROUP BY cycle),
+        cu AS (
+            SELECT cycle, any_value(asset_version) AS asset_version, count(*) AS size
+            FROM curricula GROUP BY cycle)
+        SELECT a.adapter_sha256, a.cycle, c.seq, a.uri, a.base_model, a.init_adapter_sha256,
+               (SELECT list({'cycle': s.cycle, 'file': s.file_name, 'sha256': s.batch_sha256,
+                             'received': s.received, 'accepted': s.accepted,
+                             'quarantined': s.quarantined} ORDER BY s.seq)
+                FROM feedback_batch_summary s WHERE s.seq <= c.seq) AS feedback_batches,
+               (SELECT sum(s.accepted) FROM feedback_batch_summary s WHERE s.seq <= c.seq)
+                   AS feedback_rows,
+               (SELECT list(e.exam_id ORDER BY cc.seq) FROM ex e JOIN cycles cc USING (cycle)
+                WHERE cc.seq <= c.seq) AS exam_ids,
+               ex.exam_id, ex.questions AS exam_questions, ex.teacher,
+               ex.prompt_sha256 AS exam_prompt_sha256,
+               ev.accuracy AS exam_accuracy, ev.macro_f1 AS exam_macro_f1, ev.proficiency,
+               ev.prompt_sha256 AS evaluation_prompt_sha256,
+               a.curriculum_cycle, cu.asset_version AS curriculum_version,
+               a.curriculum_size, a.steps, a.final_loss, a.train_seconds, a.config,
+               h.accuracy AS heldout_accuracy, h.macro_f1 AS heldout_macro_f1,
+               d.model_name, d.model_version, d.deployed_at, a.created_at,
+               a.asset_version AS adapter_version
+        FROM adapters a
+        JOIN cycles c ON c.cycle = a.cycle
+        LEFT JOIN ex ON ex.cycle = a.cycle
+        LEFT JOIN evaluations ev ON ev.cycle = a.cycle
+        LEFT JOIN cu ON cu.cycle = a.curriculum_cycle
+        LEFT JOIN heldout_results h ON h.cycle = a.cycle AND h.role = 'candidate'
+        LEFT JOIN deployments d ON d.cycle = a.cycle AND d.adapter_sha256 = a.adapter_sha256
+    """,
+    # Curricula accumulate, so a batch influences every adapter of its cycle and later ones.
+    "feedback_influence": """
+        SELECT s.cycle AS batch_cycle, s.file_name, s.batch_sha256, s.accepted,
+               a.cycle AS adapter_cycle, ca.seq AS adapter_seq, a.adapter_sha256,
+               d.model_name, d.model_version, d.deployed_at, d.model_version IS NOT NULL
+                   AS deployed
+        FROM feedback_batch_summary s
+        JOIN cycles ca ON ca.seq >= s.seq
+        JOIN adapters a ON a.cycle = ca.cycle
+        LEFT JOIN deployments d ON d.cycle = a.cycle AND d.adapter_sha256 = a.adapter_sha256
+    """,
+}
+
+
+def view_statements() -> list[str]:
+    return [f"CREATE OR REPLACE VIEW {name} AS {sql.strip()}" for name, sql in VIEWS.items()]
