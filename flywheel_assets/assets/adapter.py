@@ -10,7 +10,7 @@ import polars as pl
 
 from flywheel_assets import lineage
 from flywheel_assets.assets.curriculum import curriculum
-from flywheel_assets.partitions import cycles
+from flywheel_assets.partitions import cycle_asset
 from resources.artifact_store import ArtifactStore
 from resources.finetune import FineTuneJob, FineTuneLauncher
 from resources.flywheel_config import FlywheelConfig
@@ -32,14 +32,7 @@ def write_examples(store: LineageStore, cycle: str, path: Path) -> int:
     return frame.height
 
 
-@dg.asset(
-    partitions_def=cycles,
-    group_name="flywheel",
-    code_version=VERSION,
-    deps=[curriculum],
-    automation_condition=dg.AutomationCondition.eager(),
-    pool="finetune",
-)
+@cycle_asset(VERSION, deps=[curriculum], pool="finetune")
 def lora_adapter(
     context: dg.AssetExecutionContext,
     store: LineageStore,

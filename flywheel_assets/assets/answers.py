@@ -5,7 +5,7 @@ import polars as pl
 
 from flywheel_assets import lineage
 from flywheel_assets.assets.exam import exam
-from flywheel_assets.partitions import cycles
+from flywheel_assets.partitions import cycle_asset
 from flywheel_assets.severity import SEVERITIES
 from resources.artifact_store import ArtifactStore
 from resources.lineage_store import LineageStore
@@ -27,13 +27,7 @@ def progress_logger(context: dg.AssetExecutionContext, what: str):
     return on_progress
 
 
-@dg.asset(
-    partitions_def=cycles,
-    group_name="flywheel",
-    code_version=VERSION,
-    deps=[exam],
-    automation_condition=dg.AutomationCondition.eager(),
-)
+@cycle_asset(VERSION, deps=[exam])
 def student_answers(
     context: dg.AssetExecutionContext,
     store: LineageStore,

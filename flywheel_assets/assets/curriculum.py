@@ -9,7 +9,7 @@ from flywheel_assets import lineage
 from flywheel_assets.assets.evaluation import exam_evaluation
 from flywheel_assets.assets.feedback import reviewer_feedback
 from flywheel_assets.markdown import table
-from flywheel_assets.partitions import cycles
+from flywheel_assets.partitions import cycle_asset
 from flywheel_assets.severity import SEVERITIES
 from flywheel_assets.teaching.curriculum_weights import weigh
 from resources.flywheel_config import FlywheelConfig
@@ -38,13 +38,7 @@ def curriculum_version(frame: pl.DataFrame) -> str:
     return hashlib.sha256("|".join(keys).encode()).hexdigest()[:16]
 
 
-@dg.asset(
-    partitions_def=cycles,
-    group_name="flywheel",
-    code_version=VERSION,
-    deps=[exam_evaluation, reviewer_feedback],
-    automation_condition=dg.AutomationCondition.eager(),
-)
+@cycle_asset(VERSION, deps=[exam_evaluation, reviewer_feedback])
 def curriculum(
     context: dg.AssetExecutionContext, store: LineageStore, flywheel_config: FlywheelConfig
 ) -> dg.MaterializeResult:

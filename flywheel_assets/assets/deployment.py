@@ -7,7 +7,7 @@ import polars as pl
 
 from flywheel_assets import lineage
 from flywheel_assets.assets.heldout import heldout_evaluation
-from flywheel_assets.partitions import cycles
+from flywheel_assets.partitions import cycle_asset
 from resources.artifact_store import ArtifactStore
 from resources.lineage_store import LineageStore
 from resources.student import StudentModel
@@ -16,13 +16,7 @@ from resources.triton_repository import TritonModelRepository
 VERSION = "1"
 
 
-@dg.asset(
-    partitions_def=cycles,
-    group_name="flywheel",
-    code_version=VERSION,
-    deps=[heldout_evaluation],
-    automation_condition=dg.AutomationCondition.eager(),
-)
+@cycle_asset(VERSION, deps=[heldout_evaluation])
 def deployed_student(
     context: dg.AssetExecutionContext,
     store: LineageStore,

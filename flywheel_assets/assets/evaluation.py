@@ -8,7 +8,7 @@ import polars as pl
 from flywheel_assets import lineage
 from flywheel_assets.assets.answers import student_answers
 from flywheel_assets.markdown import table
-from flywheel_assets.partitions import cycles
+from flywheel_assets.partitions import cycle_asset
 from flywheel_assets.plots import confusion_heatmap
 from flywheel_assets.prompts import prompts_version
 from flywheel_assets.severity import SEVERITIES
@@ -34,13 +34,7 @@ def graded_questions(store: LineageStore, cycle: str) -> pl.DataFrame:
     )
 
 
-@dg.asset(
-    partitions_def=cycles,
-    group_name="flywheel",
-    code_version=VERSION,
-    deps=[student_answers],
-    automation_condition=dg.AutomationCondition.eager(),
-)
+@cycle_asset(VERSION, deps=[student_answers])
 def exam_evaluation(
     context: dg.AssetExecutionContext,
     store: LineageStore,

@@ -9,7 +9,7 @@ from flywheel_assets import lineage
 from flywheel_assets.assets.feedback import reviewer_feedback
 from flywheel_assets.assets.seed import seed_corpus
 from flywheel_assets.markdown import table
-from flywheel_assets.partitions import cycles
+from flywheel_assets.partitions import cycle_asset
 from flywheel_assets.prompts import prompts_version
 from flywheel_assets.severity import SEVERITIES
 from flywheel_assets.teacher_metadata import store_quarantine, teacher_metadata
@@ -20,13 +20,7 @@ from resources.teacher import ExamRequest, Teacher
 VERSION = f"1-{prompts_version('exam_generation')}"
 
 
-@dg.asset(
-    partitions_def=cycles,
-    group_name="flywheel",
-    code_version=VERSION,
-    deps=[reviewer_feedback, seed_corpus],
-    automation_condition=dg.AutomationCondition.eager(),
-)
+@cycle_asset(VERSION, deps=[reviewer_feedback, seed_corpus])
 def exam(
     context: dg.AssetExecutionContext,
     store: LineageStore,

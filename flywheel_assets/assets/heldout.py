@@ -9,7 +9,7 @@ from flywheel_assets import lineage
 from flywheel_assets.assets.adapter import lora_adapter
 from flywheel_assets.assets.answers import progress_logger
 from flywheel_assets.markdown import table
-from flywheel_assets.partitions import cycles
+from flywheel_assets.partitions import cycle_asset
 from flywheel_assets.plots import accuracy_over_cycles
 from flywheel_assets.severity import SEVERITIES
 from flywheel_assets.teaching.metrics import classification_report
@@ -70,13 +70,7 @@ def history_plot(store: LineageStore, cycle: str, baseline: float) -> str:
     return accuracy_over_cycles(labels[: len(accuracy)], accuracy, macro, baseline)
 
 
-@dg.asset(
-    partitions_def=cycles,
-    group_name="flywheel",
-    code_version=VERSION,
-    deps=[lora_adapter],
-    automation_condition=dg.AutomationCondition.eager(),
-)
+@cycle_asset(VERSION, deps=[lora_adapter])
 def heldout_evaluation(
     context: dg.AssetExecutionContext,
     store: LineageStore,
