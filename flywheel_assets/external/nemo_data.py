@@ -1,0 +1,175 @@
+"""The curriculum as a NeMo 2.x chat fine-tuning dataset: ``training.jsonl`` + ``validation.jsonl``.
+
+Format (what this relies on, NeMo 2.7 ``nemo.collections.llm``): ``llm.FineTuningDataModule``
+reads ``<dataset_root>/training.jsonl`` and ``<dataset_root>/validation.jsonl``
+(``FineTuningDataModule.train_path`` / ``validation_path`` in
+``nemo/collections/llm/gpt/data/fine_tuning.py``). With
+``dataset_kwargs={"chat": True, "use_hf_tokenizer_chat_template": True}`` it builds a
+``GPTSFTChatDataset`` (``nemo/collections/llm/gpt/data/core.py``), whose documented input is the
+Hugging Face chat format, one object per line::
+
+    {"messages": [{"role": "system", "content": ...}, {"role": "user", "content": ...},
+                  {"role": "assistant", "content": ...}]}
+
+and whose loss covers only the assistant turn (``answer_only_loss=True`` by default). We use it
+rather than the plain ``{"input", "output"}`` format because the model's own chat template is
+then applied by NeMo, exactly as our prompt renders for the local student and at serving time;
+``{"input", "output"}`` would need the template baked in here, tied to one tokenizer.
+
+The assistant message is the answer format of ``flywheel_assets.ml.severity_prompt``:
+``{"severity": "<label>"}``.
+
+Per-example weights: NeMo's SFT dataset has no per-example loss weight, so a weight is realised
+by repetition: ``copies = max(1, round_half_up(weight * repeat_scale))``; a weight <= 0 drops the
+example. Curriculum weights are normalised to mean 1, so the default ``repeat_scale=2`` keeps
+the ratio between classes (0.5 -> 1 copy, 1 -> 2, 1.5 -> 3) where a scale of 1 would round
+most weights to one copy. Validation rows are never repeated (they measure, not teach).
+
+Split: by a content hash of (code, review), so it is deterministic, identical across runs and
+machines, stable as the curriculum grows from cycle to cycle, and duplicate items never sit on
+both sides.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flywheel_assets.ml.severity_prompt import (
+    ANSWER_PREFIX,
+    ANSWER_SUFFIX,
+    SEVERITIES,
+    render_messages,
+)
+
+TRAINING_FILE = "training.jsonl"
+VALIDATION_FILE = "validation.jsonl"
+DEFAULT_REPEAT_SCALE = 2.0
+
+
+@dataclass(frozen=True)
+class NemoDatasetSummary:
+    dataset_root: str
+    training_rows: int  # after repetition
+    validation_rows: int
+    source_examples: int
+    dropped_examples: int  # weight <= 0
+
+    def as_metadata(self) -> dict[str, Any]:
+        return {
+            "nemo_dataset_root": self.dataset_root,
+            "nemo_training_rows": self.training_rows,
+            "nemo_validation_rows": self.validation_rows,
+            "nemo_source_examples": self.source_examples,
+            "nemo_dropped_examples": self.dropped_examples,
+        }
+
+
+def answer_text(severity: str) -> str:
+    """The assistant turn: the JSON answer the student is trained to produce."""
+    if severity not in SEVERITIES:
+        raise ValueError(f"unknown severity {severity!r}; expected one of {SEVERITIES}")
+    return ANSWER_PREFIX + severity + ANSWER_SUFFIX
+
+
+def chat_record(code: str, review: str, severity: str) -> dict[str, list[dict[str, str]]]:
+    """One NeMo chat example: system + user from the prompt template, assistant = answer."""
+    messages = render_messages(code, review)
+    messages.append({"role": "assistant", "content": answer_text(severity)})
+    return {"messages": messages}
+
+
+def copies(weight: float, repeat_scale: float = DEFAULT_REPEAT_SCALE) -> int:
+    """Integer repetitions standing in for a per-example loss weight (see module docstring)."""
+    if weight is None or weight <= 0 or math.isnan(weight):
+        return 0
+    return max(1, math.floor(weight * repeat_scale + 0.5))
+
+
+def split_key(code: str, review: str) -> float:
+    """A number in [0, 1) from the content: which side of the split an example falls on."""
+    digest = hashlib.sha256(f"{code}\x00{review}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def split_examples(
+    examples: Sequence[Mapping[str, Any]], validation_fraction: float
+) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
+    """(training, validation) by content hash; at least one validation row when there are two+."""
+    keyed = sorted(
+        ((split_key(e.get("code") or "", e["review"]), i, e) for i, e in enumerate(examples)),
+        key=lambda t: (t[0], t[1]),
+    )
+    validation = [e for k, _, e in keyed if k < validation_fraction]
+    training = [e for k, _, e in keyed if k >= validation_fraction]
+    if validation_fraction > 0 and not validation and len(training) > 1:
+        validation, training = training[:1], training[1:]
+    return training, validation
+
+
+def read_curriculum(path: Path) -> list[dict[str, Any]]:
+    """Curriculum JSONL rows (code, review, severity, weight); missing weight = 1."""
+    rows = []
+    with Path(path).open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                row = json.loads(line)
+                weight = row.get("weight")
+                row["weight"] = 1.0 if weight is None else float(weight)
+                rows.append(row)
+    return rows
+
+
+def training_records(
+    examples: Iterable[Mapping[str, Any]], repeat_scale: float, seed: int
+) -> list[dict[str, Any]]:
+    """Chat records with each example repeated by its weight, shuffled with ``seed``."""
+    records = []
+    for e in examples:
+        record = chat_record(e.get("code") or "", e["review"], e["severity"])
+        records.extend([record] * copies(e["weight"], repeat_scale))
+    random.Random(seed).shuffle(records)
+    return records
+
+
+def _write_jsonl(path: Path, records: Iterable[Mapping[str, Any]]) -> int:
+    n = 0
+    with path.open("w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            n += 1
+    return n
+
+
+def write_nemo_dataset(
+    examples_path: Path,
+    dataset_root: Path,
+    validation_fraction: float = 0.1,
+    repeat_scale: float = DEFAULT_REPEAT_SCALE,
+    seed: int = 0,
+) -> NemoDatasetSummary:
+    """Write the curriculum at ``examples_path`` as ``dataset_root/{training,validation}.jsonl``."""
+    examples = read_curriculum(Path(examples_path))
+    if not examples:
+        raise ValueError(f"{examples_path}: the curriculum is empty")
+    training, validation = split_examples(examples, validation_fraction)
+    root = Path(dataset_root)
+    root.mkdir(parents=True, exist_ok=True)
+    n_train = _write_jsonl(root / TRAINING_FILE, training_records(training, repeat_scale, seed))
+    if n_train == 0:
+        raise ValueError(f"{examples_path}: no training rows left (all weights <= 0?)")
+    val_records = (chat_record(e.get("code") or "", e["review"], e["severity"]) for e in validation)
+    n_val = _write_jsonl(root / VALIDATION_FILE, val_records)
+    return NemoDatasetSummary(
+        dataset_root=str(root),
+        training_rows=n_train,
+        validation_rows=n_val,
+        source_examples=len(examples),
+        dropped_examples=sum(1 for e in training if copies(e["weight"], repeat_scale) == 0),
+    )
