@@ -1,0 +1,330 @@
+"""NeMo LoRA fine-tune entry point: runs INSIDE the NeMo environment, speaks Dagster Pipes.
+
+    python -m flywheel_assets.external.nemo_lora
+
+``nemo_toolkit[llm]`` 2.7.x cannot share the orchestrator's venv (see README, "Fine-tuning on
+GPU nodes (NeMo)"), so this module imports only the standard library and ``dagster_pipes`` at
+module level; NeMo is imported inside ``build_recipe`` / ``run``. It reads two Pipes extras:
+
+- ``job``: ``resources.finetune.FineTuneJob`` as a dict (paths already mapped to this machine);
+- ``nemo``: ``NemoOptions`` as a dict (``dataset_root`` holds ``training.jsonl`` and
+  ``validation.jsonl`` written by ``flywheel_assets.external.nemo_data`` on the orchestrator).
+
+Recipe: ``llm.finetune(model, data, trainer, peft=llm.peft.LoRA(...), log, optim, resume)`` on a
+Llama-family model; ``build_recipe`` only constructs the objects (no GPU, no download), so it can
+be tested wherever NeMo is installed; ``run`` imports the base checkpoint if needed, trains, and
+exports the adapter.
+
+Adapter layout (what NIM loads through ``NIM_PEFT_SOURCE``): NIM serves every sub-directory of
+``$NIM_PEFT_SOURCE`` as one LoRA named after the directory, in NeMo format (one ``.nemo`` file) or
+Hugging Face PEFT format (``adapter_config.json`` + ``adapter_model.safetensors``). We export
+the Hugging Face format with ``llm.peft.export_lora`` (NeMo checkpoint -> ``hf-peft``), straight
+into ``job["output_dir"]``, so deploying is a copy::
+
+    $NIM_PEFT_SOURCE/<adapter_name>/adapter_config.json
+    $NIM_PEFT_SOURCE/<adapter_name>/adapter_model.safetensors
+
+(``publish_for_nim`` does that copy). The NeMo training checkpoints stay in ``experiment_dir``
+(outside ``output_dir``): re-running after a crash resumes from the last one
+(``AutoResume(resume_if_exists=True)``).
+
+Warm start from the previous cycle's adapter is not supported here yet: NeMo 2.7 cannot load a
+Hugging Face PEFT adapter into ``llm.peft.LoRA``; the run starts a fresh LoRA and says so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger("flywheel_assets.external.nemo_lora")
+
+# Megatron module names of a Llama block: fused q/k/v, attention output, MLP in (gate+up), out.
+DEFAULT_TARGET_MODULES = ("linear_qkv", "linear_proj", "linear_fc1", "linear_fc2")
+# What NIM accepts in an adapter's target_modules (NIM for LLMs PEFT documentation).
+NIM_TARGET_MODULES = frozenset(
+    {"gate_proj", "o_proj", "up_proj", "down_proj", "k_proj", "q_proj", "v_proj", "attention_qkv"}
+)
+HF_ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+MODEL_CONFIGS = {
+    "llama3_8b": "Llama3Config8B",
+    "llama31_8b": "Llama31Config8B",
+    "llama32_1b": "Llama32Config1B",
+    "llama32_3b": "Llama32Config3B",
+}
+
+
+@dataclass(frozen=True)
+class NemoOptions:
+    """NeMo-specific settings, sent by the launcher as the Pipes extra ``nemo``."""
+
+    dataset_root: str
+    experiment_dir: str  # NeMo logs + resumable checkpoints; outside the adapter output dir
+    base_model: str = "hf://meta-llama/Meta-Llama-3-8B-Instruct"  # hf://..., nemo://..., or a dir
+    model_config: str = "llama3_8b"  # a key of MODEL_CONFIGS; must match base_model
+    adapter_name: str = "severity"
+    devices: int = 1
+    num_nodes: int = 1
+    tensor_parallel: int = 1
+    seq_length: int = 2048
+    micro_batch_size: int = 1
+    precision: str = "bf16-mixed"
+    target_modules: tuple[str, ...] = field(default=DEFAULT_TARGET_MODULES)
+    val_check_interval: int = 50
+    limit_val_batches: int = 8
+    checkpoint_every: int = 50
+    num_workers: int = 2
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> NemoOptions:
+        values = dict(data)
+        if "target_modules" in values:
+            values["target_modules"] = tuple(values["target_modules"])
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        values["target_modules"] = list(self.target_modules)
+        return values
+
+
+def restore_path(base_model: str) -> str:
+    """The NeMo checkpoint to restore: ``hf://org/name`` is imported to ``nemo://org/name``."""
+    if base_model.startswith("hf://"):
+        return "nemo://" + base_model.removeprefix("hf://")
+    return base_model
+
+
+def _model(options: NemoOptions) -> Any:
+    from nemo.collections import llm
+
+    if options.model_config not in MODEL_CONFIGS:
+        raise ValueError(
+            f"model_config={options.model_config!r}; expected one of {sorted(MODEL_CONFIGS)}"
+        )
+    return llm.LlamaModel(getattr(llm, MODEL_CONFIGS[options.model_config])())
+
+
+def _progress_callback(log: Any) -> Any:
+    """A Lightning callback that streams the training loss to ``log`` and keeps it."""
+    from lightning.pytorch.callbacks import Callback
+
+    class PipesProgress(Callback):
+        def __init__(self) -> None:
+            self.losses: list[float] = []
+            self.started = time.monotonic()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            loss = trainer.callback_metrics.get("reduced_train_loss")
+            if loss is None:
+                return
+            self.losses.append(float(loss))
+            log.info(f"step {trainer.global_step}/{trainer.max_steps} loss {float(loss):.4f}")
+
+    return PipesProgress()
+
+
+def build_recipe(job: Mapping[str, Any], options: NemoOptions, log: Any = logger) -> dict[str, Any]:
+    """The keyword arguments of ``llm.finetune`` (plus ``progress``): construction only."""
+    from megatron.core.optimizer import OptimizerConfig
+    from nemo import lightning as nl
+    from nemo.collections import llm
+
+    progress = _progress_callback(log)
+    bf16 = options.precision.startswith("bf16")
+    trainer = nl.Trainer(
+        devices=options.devices,
+        num_nodes=options.num_nodes,
+        accelerator="gpu",
+        max_steps=int(job["max_steps"]),
+        strategy=nl.MegatronStrategy(tensor_model_parallel_size=options.tensor_parallel),
+        plugins=nl.MegatronMixedPrecision(precision=options.precision),
+        callbacks=[progress],
+        log_every_n_steps=1,
+        val_check_interval=min(options.val_check_interval, int(job["max_steps"])),
+        limit_val_batches=options.limit_val_batches,
+        num_sanity_val_steps=0,
+    )
+    data = llm.FineTuningDataModule(
+        dataset_root=options.dataset_root,
+        seq_length=options.seq_length,
+        micro_batch_size=options.micro_batch_size,
+        global_batch_size=int(job["batch_size"]),
+        seed=int(job["seed"]),
+        num_workers=options.num_workers,
+        dataset_kwargs={"chat": True, "use_hf_tokenizer_chat_template": True},
+    )
+    peft = llm.peft.LoRA(
+        target_modules=list(options.target_modules),
+        dim=int(job["lora_r"]),
+        alpha=int(job["lora_alpha"]),
+        dropout=float(job["lora_dropout"]),
+    )
+    optim = nl.MegatronOptimizerModule(
+        config=OptimizerConfig(
+            optimizer="adam",
+            lr=float(job["learning_rate"]),
+            bf16=bf16,
+            clip_grad=1.0,
+            use_distributed_optimizer=False,
+        )
+    )
+    checkpoint = nl.ModelCheckpoint(
+        save_last=True,
+        save_top_k=1,
+        monitor="reduced_train_loss",
+        every_n_train_steps=options.checkpoint_every,
+    )
+    log_cfg = nl.NeMoLogger(
+        name=options.adapter_name,
+        log_dir=options.experiment_dir,
+        use_datetime_version=False,  # a fixed directory: a re-run finds the last checkpoint
+        ckpt=checkpoint,
+    )
+    resume = nl.AutoResume(
+        restore_config=nl.RestoreConfig(path=restore_path(options.base_model)),
+        resume_if_exists=True,
+        resume_ignore_no_checkpoint=True,
+    )
+    return {
+        "model": _model(options),
+        "data": data,
+        "trainer": trainer,
+        "peft": peft,
+        "log": log_cfg,
+        "optim": optim,
+        "resume": resume,
+        "progress": progress,
+    }
+
+
+def last_checkpoint(experiment_dir: Path) -> Path:
+    """The newest ``*-last`` checkpoint directory NeMo wrote under ``experiment_dir``."""
+    found = [p for p in Path(experiment_dir).rglob("*-last") if p.is_dir()]
+    if not found:
+        raise FileNotFoundError(f"no '*-last' checkpoint under {experiment_dir}")
+    return max(found, key=lambda p: p.stat().st_mtime)
+
+
+def check_nim_adapter(adapter_dir: Path) -> dict[str, Any]:
+    """Asserts ``adapter_dir`` is a Hugging Face PEFT LoRA NIM can load; returns its config."""
+    adapter_dir = Path(adapter_dir)
+    missing = [name for name in HF_ADAPTER_FILES if not (adapter_dir / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{adapter_dir}: missing {missing} (NIM needs {HF_ADAPTER_FILES})")
+    config = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
+    modules = config.get("target_modules") or []
+    modules = [modules] if isinstance(modules, str) else list(modules)
+    unsupported = sorted(set(modules) - NIM_TARGET_MODULES)
+    if unsupported:
+        raise ValueError(f"{adapter_dir}: NIM does not support target modules {unsupported}")
+    return config
+
+
+def publish_for_nim(adapter_dir: Path, nim_peft_source: Path, adapter_name: str) -> Path:
+    """Copy the adapter to ``<nim_peft_source>/<adapter_name>/`` (NIM's LoRA name = dir name)."""
+    check_nim_adapter(adapter_dir)
+    target = Path(nim_peft_source) / adapter_name
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    for name in HF_ADAPTER_FILES:
+        shutil.copy2(Path(adapter_dir) / name, target / name)
+    return target
+
+
+def _import_base(model: Any, options: NemoOptions, log: Any) -> None:
+    """Import a Hugging Face checkpoint once (NEMO_HOME cache); later runs reuse it."""
+    if not options.base_model.startswith("hf://"):
+        return
+    from nemo.collections import llm
+
+    log.info(f"importing {options.base_model} -> {restore_path(options.base_model)}")
+    llm.import_ckpt(model=model, source=options.base_model, overwrite=False)
+
+
+def run(job: Mapping[str, Any], options: NemoOptions, log: Any = logger) -> dict[str, Any]:
+    """Fine-tune, export the adapter to ``job['output_dir']``; returns the run's metadata."""
+    from nemo.collections import llm
+
+    started = time.monotonic()
+    if job.get("init_adapter_dir"):
+        log.warning(
+            "warm start from a previous adapter is not supported by the NeMo runner: "
+            "training a fresh LoRA"
+        )
+    recipe = build_recipe(job, options, log)
+    progress = recipe.pop("progress")
+    _import_base(recipe["model"], options, log)
+    llm.finetune(**recipe)
+    checkpoint = last_checkpoint(Path(options.experiment_dir))
+    output_dir = Path(job["output_dir"])
+    shutil.rmtree(output_dir, ignore_errors=True)
+    log.info(f"exporting {checkpoint} to Hugging Face PEFT format in {output_dir}")
+    llm.peft.export_lora(lora_checkpoint_path=str(checkpoint), output_path=str(output_dir))
+    config = check_nim_adapter(output_dir)
+    return run_metadata(progress.losses, job, options, config, time.monotonic() - started)
+
+
+def run_metadata(
+    losses: list[float],
+    job: Mapping[str, Any],
+    options: NemoOptions,
+    adapter_config: Mapping[str, Any],
+    wall_s: float,
+) -> dict[str, Any]:
+    """Plain-value materialization metadata (the keys the ``lora_adapter`` asset reads)."""
+    return {
+        "runner": "nemo",
+        "steps": int(job["max_steps"]),
+        "final_loss": round(losses[-1], 6) if losses else float("nan"),
+        "mean_loss": round(sum(losses) / len(losses), 6) if losses else float("nan"),
+        "wall_s": round(wall_s, 2),
+        "adapter_dir": str(job["output_dir"]),
+        "adapter_format": "hf-peft",
+        "nim_layout": f"$NIM_PEFT_SOURCE/{options.adapter_name}/{{{','.join(HF_ADAPTER_FILES)}}}",
+        "lora_target_modules": ",".join(adapter_config.get("target_modules") or []),
+        "base_model": options.base_model,
+        "warm_start": "unsupported (fresh LoRA)" if job.get("init_adapter_dir") else "none",
+    }
+
+
+def is_rank_zero(env: Mapping[str, str] = os.environ) -> bool:
+    """Only the first process of a multi-GPU run talks to Dagster."""
+    return all(env.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "SLURM_PROCID"))
+
+
+def _extras_without_pipes() -> Mapping[str, Any]:
+    """The Pipes extras, read-only: for the ranks that must not open the Pipes channel."""
+    from dagster_pipes import PipesDefaultContextLoader, PipesEnvVarParamsLoader
+
+    params = PipesEnvVarParamsLoader().load_context_params()
+    with PipesDefaultContextLoader().load_context(params) as data:
+        return data["extras"]
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO)
+    if not is_rank_zero():
+        # Lightning re-runs this module once per extra GPU; only rank 0 talks to Dagster.
+        extras = _extras_without_pipes()
+        run(extras["job"], NemoOptions.from_dict(extras["nemo"]))
+        return
+    from dagster_pipes import open_dagster_pipes
+
+    with open_dagster_pipes() as pipes:
+        job = pipes.get_extra("job")
+        options = NemoOptions.from_dict(pipes.get_extra("nemo"))
+        pipes.log.info(f"NeMo LoRA: {job['max_steps']} steps on {options.base_model}")
+        metadata = run(job, options, pipes.log)
+        pipes.report_asset_materialization(metadata=metadata)
+
+
+if __name__ == "__main__":
+    main()
