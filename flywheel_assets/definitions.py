@@ -22,7 +22,8 @@ from flywheel_assets.partitions import cycles
 from flywheel_assets.sensors import feedback_sensor
 from flywheel_assets.settings import FlywheelSettings, load_settings
 from flywheel_assets.storage import storage_resources
-from resources.finetune import LocalPeftLauncher
+from resources.finetune import FineTuneLauncher, LocalPeftLauncher
+from resources.finetune_launchers import nemo_launcher
 from resources.flywheel_config import FlywheelConfig
 from resources.lineage_store import LineageStore
 from resources.llm_teacher import DEFAULT_MODEL, LLMTeacher
@@ -123,6 +124,13 @@ def teacher_resource(
     )
 
 
+def finetune_resource(env: Mapping[str, str], home: Path) -> FineTuneLauncher:
+    """FLYWHEEL_FINETUNE: `local` (PEFT subprocess, the default) | `nemo-subprocess` |
+    `nemo-k8s` | `nemo-ecs` (the NeMo LoRA recipe on GPU nodes; settings in README)."""
+    kind = env.get("FLYWHEEL_FINETUNE", "local")
+    return LocalPeftLauncher() if kind == "local" else nemo_launcher(kind, env, home)
+
+
 def stamp_code_versions(assets: list, settings: FlywheelSettings) -> list:
     """Append the hash of the settings an asset uses to its code_version."""
 
@@ -181,6 +189,7 @@ def _resources(
         **storage_resources(env, home),
     }
     resources["teacher"] = teacher_resource(name, env, settings, resources["store"])
+    resources["finetune"] = finetune_resource(env, home)
     return resources
 
 

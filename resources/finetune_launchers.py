@@ -301,3 +301,62 @@ class NemoEcsLauncher(NemoLauncher):
             extras=self.extras(job),
             pipes_container_name=self.container_name,
         )
+
+
+NEMO_LAUNCHERS = ("nemo-subprocess", "nemo-k8s", "nemo-ecs")
+
+
+def _required(env: Mapping[str, str], name: str, kind: str) -> str:
+    value = env.get(name)
+    if not value:
+        raise ValueError(f"FLYWHEEL_FINETUNE={kind} needs {name} (see README, NeMo section)")
+    return value
+
+
+def _common(env: Mapping[str, str]) -> dict[str, Any]:
+    settings: dict[str, Any] = {"gpus": int(env.get("FLYWHEEL_NEMO_GPUS", "1"))}
+    if env.get("FLYWHEEL_NEMO_BASE_MODEL"):
+        settings["base_model"] = env["FLYWHEEL_NEMO_BASE_MODEL"]
+    if env.get("FLYWHEEL_NEMO_MODEL_CONFIG"):
+        settings["nemo_model_config"] = env["FLYWHEEL_NEMO_MODEL_CONFIG"]
+    if env.get("FLYWHEEL_NEMO_HOME"):
+        settings["nemo_home"] = env["FLYWHEEL_NEMO_HOME"]
+    return settings
+
+
+def _csv(value: str | None) -> list[str]:
+    return [part.strip() for part in (value or "").split(",") if part.strip()]
+
+
+def nemo_launcher(kind: str, env: Mapping[str, str], home: Path) -> NemoLauncher:
+    """The NeMo launcher for FLYWHEEL_FINETUNE=``kind``, configured from FLYWHEEL_* variables."""
+    common = _common(env)
+    if kind == "nemo-subprocess":
+        python = _required(env, "FLYWHEEL_NEMO_PYTHON", kind)
+        return NemoSubprocessLauncher(python_executable=python, **common)
+    if kind == "nemo-k8s":
+        mount = env.get("FLYWHEEL_K8S_MOUNT", "/flywheel")
+        return NemoK8sLauncher(
+            image=env.get("FLYWHEEL_NEMO_IMAGE", DEFAULT_IMAGE),
+            namespace=env.get("FLYWHEEL_K8S_NAMESPACE", "default"),
+            volume_claim=_required(env, "FLYWHEEL_K8S_PVC", kind),
+            mount_path=mount,
+            path_map={str(home): mount},
+            env_secret=env.get("FLYWHEEL_K8S_ENV_SECRET") or None,
+            **common,
+        )
+    if kind == "nemo-ecs":
+        return NemoEcsLauncher(
+            cluster=_required(env, "FLYWHEEL_ECS_CLUSTER", kind),
+            task_definition=_required(env, "FLYWHEEL_ECS_TASK_DEFINITION", kind),
+            subnets=_csv(env.get("FLYWHEEL_ECS_SUBNETS")),
+            security_groups=_csv(env.get("FLYWHEEL_ECS_SECURITY_GROUPS")),
+            capacity_provider=env.get("FLYWHEEL_ECS_CAPACITY_PROVIDER") or None,
+            path_map=_path_map(env.get("FLYWHEEL_ECS_MOUNT"), home),
+            **common,
+        )
+    raise ValueError(f"FLYWHEEL_FINETUNE={kind!r}: expected local or one of {NEMO_LAUNCHERS}")
+
+
+def _path_map(mount: str | None, home: Path) -> dict[str, str]:
+    return {str(home): mount} if mount else {}

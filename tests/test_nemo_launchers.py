@@ -246,3 +246,63 @@ def test_k8s_launch_writes_the_dataset_and_merges_its_metadata(tmp_path, monkeyp
     assert (tmp_path / "work" / "c1" / "nemo_experiment").is_dir()
     assert result.metadata["steps"] == 20
     assert result.metadata["nemo_source_examples"] == 10
+
+
+@pytest.mark.parametrize(
+    ("env", "kind"),
+    [
+        ({}, "LocalPeftLauncher"),
+        ({"FLYWHEEL_FINETUNE": "local"}, "LocalPeftLauncher"),
+        (
+            {"FLYWHEEL_FINETUNE": "nemo-subprocess", "FLYWHEEL_NEMO_PYTHON": "/v/bin/python"},
+            "NemoSubprocessLauncher",
+        ),
+        ({"FLYWHEEL_FINETUNE": "nemo-k8s", "FLYWHEEL_K8S_PVC": "home"}, "NemoK8sLauncher"),
+        (
+            {
+                "FLYWHEEL_FINETUNE": "nemo-ecs",
+                "FLYWHEEL_ECS_CLUSTER": "c",
+                "FLYWHEEL_ECS_TASK_DEFINITION": "t",
+                "FLYWHEEL_ECS_SUBNETS": "s1, s2",
+            },
+            "NemoEcsLauncher",
+        ),
+    ],
+)
+def test_flywheel_finetune_chooses_the_launcher(tmp_path, env, kind):
+    from flywheel_assets.definitions import finetune_resource
+
+    assert type(finetune_resource(env, tmp_path)).__name__ == kind
+
+
+def test_the_k8s_launcher_maps_the_flywheel_home_onto_the_volume(tmp_path):
+    from flywheel_assets.definitions import finetune_resource
+
+    env = {"FLYWHEEL_FINETUNE": "nemo-k8s", "FLYWHEEL_K8S_PVC": "home", "FLYWHEEL_NEMO_GPUS": "8"}
+    launcher = finetune_resource(env, tmp_path)
+    assert launcher.path_map == {str(tmp_path): "/flywheel"} and launcher.gpus == 8
+    assert launcher.extras(_job(tmp_path))["job"]["output_dir"] == "/flywheel/work/c1/adapter"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"FLYWHEEL_FINETUNE": "nemo"}, "expected local or one of"),
+        ({"FLYWHEEL_FINETUNE": "nemo-subprocess"}, "needs FLYWHEEL_NEMO_PYTHON"),
+        ({"FLYWHEEL_FINETUNE": "nemo-ecs", "FLYWHEEL_ECS_CLUSTER": "c"}, "TASK_DEFINITION"),
+    ],
+)
+def test_a_bad_finetune_setting_fails_at_load_with_its_reason(tmp_path, env, message):
+    from flywheel_assets.definitions import finetune_resource
+
+    with pytest.raises(ValueError, match=message):
+        finetune_resource(env, tmp_path)
+
+
+def test_the_definitions_load_with_a_nemo_launcher(tmp_path):
+    from flywheel_assets.definitions import build_definitions
+
+    env = {"FLYWHEEL_FINETUNE": "nemo-subprocess", "FLYWHEEL_NEMO_PYTHON": "/v/bin/python"}
+    defs = build_definitions(env=env, home=tmp_path)
+    defs.resolve_job_def("flywheel_cycle")
+    assert isinstance(defs.resources["finetune"], NemoSubprocessLauncher)
