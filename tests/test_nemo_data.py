@@ -96,3 +96,30 @@ def test_files_are_byte_identical_across_runs_and_one_validation_row_is_guarante
     for file in ("training.jsonl", "validation.jsonl"):
         assert (tmp_path / "a" / file).read_bytes() == (tmp_path / "b" / file).read_bytes()
     assert len(_read(tmp_path / "a" / "validation.jsonl")) == 1
+
+
+def _fake_template(messages):
+    return "".join(f"<{m['role']}>{m['content']}" for m in messages) + "<assistant>"
+
+
+def test_rendering_puts_the_templated_prompt_in_input_and_the_answer_in_output(tmp_path):
+    src = _write(tmp_path / "c.jsonl", _rows(12))
+    nemo_data.write_nemo_dataset(src, tmp_path / "chat", validation_fraction=0.3)
+    counts = nemo_data.render_completion_dataset(
+        tmp_path / "chat", tmp_path / "sft", _fake_template
+    )
+    chat = _read(tmp_path / "chat" / "training.jsonl")
+    sft = _read(tmp_path / "sft" / "training.jsonl")
+    assert counts == {
+        "training.jsonl": len(chat),
+        "validation.jsonl": len(_read(tmp_path / "chat" / "validation.jsonl")),
+    }
+    assert [set(r) for r in sft] == [{"input", "output"}] * len(chat)
+    assert sft[0]["input"] == _fake_template(chat[0]["messages"][:2])
+    assert sft[0]["output"] == chat[0]["messages"][2]["content"]
+    assert json.loads(sft[0]["output"])["severity"] in ("critical", "major", "minor", "trivial")
+
+
+def test_a_record_without_an_answer_is_refused():
+    with pytest.raises(ValueError, match="assistant"):
+        nemo_data.completion_record({"messages": [{"role": "user", "content": "x"}]}, str)

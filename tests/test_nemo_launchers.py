@@ -107,6 +107,7 @@ def test_extras_carry_the_job_with_mapped_paths_and_the_nemo_options():
         "limit_val_batches": 8,
         "checkpoint_every": 50,
         "num_workers": 2,
+        "tokenizer": None,
     }
     json.dumps(extras)  # Pipes sends it as JSON
 

@@ -74,6 +74,26 @@ def test_restore_path_follows_import_ckpt_naming(base, expected):
     assert nemo_lora.restore_path(base) == expected
 
 
+@pytest.mark.parametrize(
+    ("base", "tokenizer", "expected"),
+    [
+        ("hf://meta-llama/Meta-Llama-3-8B-Instruct", None, "meta-llama/Meta-Llama-3-8B-Instruct"),
+        (
+            "nemo://meta-llama/Llama-3.2-1B",
+            None,
+            "/cache/meta-llama/Llama-3.2-1B/context/nemo_tokenizer",
+        ),
+        ("/ckpt/llama", None, "/ckpt/llama/context/nemo_tokenizer"),
+        ("/ckpt/llama", "/tok", "/tok"),
+    ],
+)
+def test_the_tokenizer_comes_from_the_base_model(base, tokenizer, expected):
+    options = nemo_lora.NemoOptions(
+        dataset_root="/d", experiment_dir="/e", base_model=base, tokenizer=tokenizer
+    )
+    assert nemo_lora.tokenizer_source(options, "/cache") == expected
+
+
 def test_publish_for_nim_makes_one_directory_per_adapter(tmp_path):
     adapter = _hf_adapter(tmp_path / "adapter")
     target = nemo_lora.publish_for_nim(adapter, tmp_path / "loras", "severity-c3")
@@ -133,8 +153,9 @@ def test_the_recipe_constructs_without_training(tmp_path):
     assert recipe["peft"].dim == 16 and recipe["peft"].alpha == 32
     assert list(recipe["peft"].target_modules) == list(nemo_lora.DEFAULT_TARGET_MODULES)
     assert isinstance(recipe["data"], llm.FineTuningDataModule)
-    assert recipe["data"].train_path == tmp_path / "training.jsonl"
-    assert recipe["data"].validation_path == tmp_path / "validation.jsonl"
+    assert recipe["data"].train_path == tmp_path / "e" / "sft_data" / "training.jsonl"
+    assert recipe["data"].validation_path == tmp_path / "e" / "sft_data" / "validation.jsonl"
+    assert recipe["data"].dataset_kwargs["prompt_template"] == "{input}{output}"
     assert recipe["data"].global_batch_size == 8
     assert recipe["trainer"].max_steps == 20
     assert recipe["resume"].restore_config.path == "nemo://meta-llama/Meta-Llama-3-8B-Instruct"

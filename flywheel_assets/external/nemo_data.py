@@ -1,23 +1,27 @@
-"""The curriculum as a NeMo 2.x chat fine-tuning dataset: ``training.jsonl`` + ``validation.jsonl``.
+"""The curriculum as NeMo 2.x fine-tuning JSONL: ``training.jsonl`` + ``validation.jsonl``.
 
-Format (what this relies on, NeMo 2.7 ``nemo.collections.llm``): ``llm.FineTuningDataModule``
-reads ``<dataset_root>/training.jsonl`` and ``<dataset_root>/validation.jsonl``
-(``FineTuningDataModule.train_path`` / ``validation_path`` in
-``nemo/collections/llm/gpt/data/fine_tuning.py``). With
-``dataset_kwargs={"chat": True, "use_hf_tokenizer_chat_template": True}`` it builds a
-``GPTSFTChatDataset`` (``nemo/collections/llm/gpt/data/core.py``), whose documented input is the
-Hugging Face chat format, one object per line::
+What this relies on (read in the ``nemo_toolkit`` 2.7.0 wheel, ``nemo.collections.llm``):
 
-    {"messages": [{"role": "system", "content": ...}, {"role": "user", "content": ...},
-                  {"role": "assistant", "content": ...}]}
+- ``llm.FineTuningDataModule(dataset_root=...)`` reads ``<dataset_root>/training.jsonl`` and
+  ``<dataset_root>/validation.jsonl`` (``train_path`` / ``validation_path`` in
+  ``gpt/data/fine_tuning.py``).
+- With ``dataset_kwargs={"chat": True, "use_hf_tokenizer_chat_template": True}`` (or
+  ``llm.ChatDataModule``) it builds a ``GPTSFTChatDataset`` (``gpt/data/core.py``) that takes
+  the Hugging Face chat format ``{"messages": [{"role": "system"|"user"|"assistant",
+  "content": ...}]}``. But its loss mask (``_chat_preprocess`` in ``gpt/data/utils.py``) is
+  limited to the assistant turn only when the tokenizer's chat template has a
+  ``{% generation %}`` block; Llama 3's has none, so the loss would cover the whole prompt.
+- The plain format ``{"input": ..., "output": ...}`` (``GPTSFTDataset``) computes the loss on
+  ``output`` only (``answer_only_loss=True``, the default).
 
-and whose loss covers only the assistant turn (``answer_only_loss=True`` by default). We use it
-rather than the plain ``{"input", "output"}`` format because the model's own chat template is
-then applied by NeMo, exactly as our prompt renders for the local student and at serving time;
-``{"input", "output"}`` would need the template baked in here, tied to one tokenizer.
-
-The assistant message is the answer format of ``flywheel_assets.ml.severity_prompt``:
-``{"severity": "<label>"}``.
+So the conversion has two steps. On the orchestrator, ``write_nemo_dataset`` writes the
+tokenizer-agnostic chat format (system + user from ``flywheel_assets.ml.severity_prompt``,
+assistant = ``{"severity": "<label>"}``); it is inspectable and loads as-is with
+``ChatDataModule`` for a template with generation markers. Inside the NeMo environment, where
+the base model's tokenizer is at hand, ``render_completion_dataset`` turns each record into
+``{"input": <chat template applied to system + user, generation prompt added>, "output":
+<assistant answer>}``, which the recipe trains on with ``prompt_template="{input}{output}"``:
+the model's own chat template, loss on the answer tokens only (as the local PEFT recipe does).
 
 Per-example weights: NeMo's SFT dataset has no per-example loss weight, so a weight is realised
 by repetition: ``copies = max(1, round_half_up(weight * repeat_scale))``; a weight <= 0 drops the
@@ -36,7 +40,7 @@ import hashlib
 import json
 import math
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -173,3 +177,28 @@ def write_nemo_dataset(
         source_examples=len(examples),
         dropped_examples=sum(1 for e in training if copies(e["weight"], repeat_scale) == 0),
     )
+
+
+def completion_record(
+    record: Mapping[str, Any], apply_template: Callable[[list[dict[str, str]]], str]
+) -> dict[str, str]:
+    """A chat record as ``{"input": templated prompt, "output": assistant answer}``."""
+    messages = list(record["messages"])
+    if not messages or messages[-1]["role"] != "assistant":
+        raise ValueError("a training record must end with the assistant's answer")
+    return {"input": apply_template(messages[:-1]), "output": messages[-1]["content"]}
+
+
+def render_completion_dataset(
+    chat_root: Path, out_root: Path, apply_template: Callable[[list[dict[str, str]]], str]
+) -> dict[str, int]:
+    """Both split files of ``chat_root`` rendered into ``out_root``; rows written per file."""
+    out_root = Path(out_root)
+    out_root.mkdir(parents=True, exist_ok=True)
+    counts = {}
+    for name in (TRAINING_FILE, VALIDATION_FILE):
+        with (Path(chat_root) / name).open(encoding="utf-8") as handle:
+            records = [json.loads(line) for line in handle if line.strip()]
+        rendered = (completion_record(r, apply_template) for r in records)
+        counts[name] = _write_jsonl(out_root / name, rendered)
+    return counts

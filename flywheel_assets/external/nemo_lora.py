@@ -7,8 +7,10 @@ GPU nodes (NeMo)"), so this module imports only the standard library and ``dagst
 module level; NeMo is imported inside ``build_recipe`` / ``run``. It reads two Pipes extras:
 
 - ``job``: ``resources.finetune.FineTuneJob`` as a dict (paths already mapped to this machine);
-- ``nemo``: ``NemoOptions`` as a dict (``dataset_root`` holds ``training.jsonl`` and
-  ``validation.jsonl`` written by ``flywheel_assets.external.nemo_data`` on the orchestrator).
+- ``nemo``: ``NemoOptions`` as a dict (``dataset_root`` holds the chat-format
+  ``training.jsonl`` and ``validation.jsonl`` written by ``flywheel_assets.external.nemo_data``
+  on the orchestrator; ``run`` renders them with the base model's chat template into
+  ``<experiment_dir>/sft_data`` as ``{"input", "output"}`` rows, loss on the answer only).
 
 Recipe: ``llm.finetune(model, data, trainer, peft=llm.peft.LoRA(...), log, optim, resume)`` on a
 Llama-family model; ``build_recipe`` only constructs the objects (no GPU, no download), so it can
@@ -81,6 +83,7 @@ class NemoOptions:
     limit_val_batches: int = 8
     checkpoint_every: int = 50
     num_workers: int = 2
+    tokenizer: str | None = None  # HF id or dir; default: derived from base_model
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> NemoOptions:
@@ -100,6 +103,35 @@ def restore_path(base_model: str) -> str:
     if base_model.startswith("hf://"):
         return "nemo://" + base_model.removeprefix("hf://")
     return base_model
+
+
+def tokenizer_source(options: NemoOptions, models_cache: str = "$NEMO_MODELS_CACHE") -> str:
+    """Where the base model's Hugging Face tokenizer (and its chat template) is loaded from."""
+    if options.tokenizer:
+        return options.tokenizer
+    if options.base_model.startswith("hf://"):
+        return options.base_model.removeprefix("hf://")
+    path = options.base_model
+    if path.startswith("nemo://"):
+        path = f"{models_cache}/{path.removeprefix('nemo://')}"
+    return f"{path}/context/nemo_tokenizer"  # where import_ckpt saves the HF tokenizer
+
+
+def sft_data_dir(options: NemoOptions) -> Path:
+    """The rendered ``{"input", "output"}`` dataset the recipe trains on."""
+    return Path(options.experiment_dir) / "sft_data"
+
+
+def _chat_template(options: NemoOptions) -> Any:
+    from nemo.lightning.base import NEMO_MODELS_CACHE
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source(options, str(NEMO_MODELS_CACHE)))
+
+    def apply(messages: list[dict[str, str]]) -> str:
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    return apply
 
 
 def _model(options: NemoOptions) -> Any:
@@ -153,13 +185,14 @@ def build_recipe(job: Mapping[str, Any], options: NemoOptions, log: Any = logger
         num_sanity_val_steps=0,
     )
     data = llm.FineTuningDataModule(
-        dataset_root=options.dataset_root,
+        dataset_root=str(sft_data_dir(options)),
         seq_length=options.seq_length,
         micro_batch_size=options.micro_batch_size,
         global_batch_size=int(job["batch_size"]),
         seed=int(job["seed"]),
         num_workers=options.num_workers,
-        dataset_kwargs={"chat": True, "use_hf_tokenizer_chat_template": True},
+        # input = templated prompt, output = answer: loss on the answer only (see nemo_data).
+        dataset_kwargs={"prompt_template": "{input}{output}", "answer_only_loss": True},
     )
     peft = llm.peft.LoRA(
         target_modules=list(options.target_modules),
@@ -259,9 +292,15 @@ def run(job: Mapping[str, Any], options: NemoOptions, log: Any = logger) -> dict
             "warm start from a previous adapter is not supported by the NeMo runner: "
             "training a fresh LoRA"
         )
+    from flywheel_assets.external.nemo_data import render_completion_dataset
+
     recipe = build_recipe(job, options, log)
     progress = recipe.pop("progress")
     _import_base(recipe["model"], options, log)
+    counts = render_completion_dataset(
+        Path(options.dataset_root), sft_data_dir(options), _chat_template(options)
+    )
+    log.info(f"rendered with the base model's chat template: {counts}")
     llm.finetune(**recipe)
     checkpoint = last_checkpoint(Path(options.experiment_dir))
     output_dir = Path(job["output_dir"])
