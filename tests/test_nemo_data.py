@@ -123,3 +123,8 @@ def test_rendering_puts_the_templated_prompt_in_input_and_the_answer_in_output(t
 def test_a_record_without_an_answer_is_refused():
     with pytest.raises(ValueError, match="assistant"):
         nemo_data.completion_record({"messages": [{"role": "user", "content": "x"}]}, str)
+
+
+def test_a_large_validation_fraction_still_leaves_a_training_row():
+    training, validation = nemo_data.split_examples(_rows(2), 0.999)
+    assert len(training) == 1 and len(validation) == 1

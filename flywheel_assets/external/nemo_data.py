@@ -105,7 +105,7 @@ def split_key(code: str, review: str) -> float:
 def split_examples(
     examples: Sequence[Mapping[str, Any]], validation_fraction: float
 ) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
-    """(training, validation) by content hash; at least one validation row when there are two+."""
+    """(training, validation) by content hash; with two+ examples neither side is empty."""
     keyed = sorted(
         ((split_key(e.get("code") or "", e["review"]), i, e) for i, e in enumerate(examples)),
         key=lambda t: (t[0], t[1]),
@@ -114,6 +114,8 @@ def split_examples(
     training = [e for k, _, e in keyed if k >= validation_fraction]
     if validation_fraction > 0 and not validation and len(training) > 1:
         validation, training = training[:1], training[1:]
+    if not training and len(validation) > 1:
+        validation, training = validation[:-1], validation[-1:]
     return training, validation
 
 
