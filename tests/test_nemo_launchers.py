@@ -96,6 +96,7 @@ def test_extras_carry_the_job_with_mapped_paths_and_the_nemo_options():
         "base_model": "hf://meta-llama/Meta-Llama-3-8B-Instruct",
         "model_config": "llama3_8b",
         "adapter_name": "severity",
+        "accelerator": "gpu",
         "devices": 4,
         "num_nodes": 1,
         "tensor_parallel": 2,

@@ -144,9 +144,14 @@ def test_run_metadata_has_the_keys_the_asset_reads():
 def test_the_recipe_constructs_without_training(tmp_path):
     """Import + config only: no GPU, no checkpoint download."""
     pytest.importorskip("nemo.collections.llm")
+    import torch
     from nemo.collections import llm
 
-    options = nemo_lora.NemoOptions(dataset_root=str(tmp_path), experiment_dir=str(tmp_path / "e"))
+    options = nemo_lora.NemoOptions(
+        dataset_root=str(tmp_path),
+        experiment_dir=str(tmp_path / "e"),
+        accelerator="gpu" if torch.cuda.is_available() else "cpu",
+    )
     recipe = nemo_lora.build_recipe(JOB, options)
     assert set(recipe) == {"model", "data", "trainer", "peft", "log", "optim", "resume", "progress"}
     assert isinstance(recipe["peft"], llm.peft.LoRA)

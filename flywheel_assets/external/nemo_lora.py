@@ -72,6 +72,7 @@ class NemoOptions:
     base_model: str = "hf://meta-llama/Meta-Llama-3-8B-Instruct"  # hf://..., nemo://..., or a dir
     model_config: str = "llama3_8b"  # a key of MODEL_CONFIGS; must match base_model
     adapter_name: str = "severity"
+    accelerator: str = "gpu"  # "cpu" only to construct the recipe on a machine without CUDA
     devices: int = 1
     num_nodes: int = 1
     tensor_parallel: int = 1
@@ -174,7 +175,7 @@ def build_recipe(job: Mapping[str, Any], options: NemoOptions, log: Any = logger
     trainer = nl.Trainer(
         devices=options.devices,
         num_nodes=options.num_nodes,
-        accelerator="gpu",
+        accelerator=options.accelerator,
         max_steps=int(job["max_steps"]),
         strategy=nl.MegatronStrategy(tensor_model_parallel_size=options.tensor_parallel),
         plugins=nl.MegatronMixedPrecision(precision=options.precision),
