@@ -283,32 +283,53 @@ def _import_base(model: Any, options: NemoOptions, log: Any) -> None:
     llm.import_ckpt(model=model, source=options.base_model, overwrite=False)
 
 
-def run(job: Mapping[str, Any], options: NemoOptions, log: Any = logger) -> dict[str, Any]:
-    """Fine-tune, export the adapter to ``job['output_dir']``; returns the run's metadata."""
-    from nemo.collections import llm
-
-    started = time.monotonic()
-    if job.get("init_adapter_dir"):
-        log.warning(
-            "warm start from a previous adapter is not supported by the NeMo runner: "
-            "training a fresh LoRA"
-        )
+def _prepare_inputs(options: NemoOptions, log: Any) -> None:
+    """Import the base checkpoint and render the dataset (rank 0, before other ranks start)."""
     from flywheel_assets.external.nemo_data import render_completion_dataset
 
-    recipe = build_recipe(job, options, log)
-    progress = recipe.pop("progress")
-    _import_base(recipe["model"], options, log)
+    _import_base(_model(options), options, log)
     counts = render_completion_dataset(
         Path(options.dataset_root), sft_data_dir(options), _chat_template(options)
     )
     log.info(f"rendered with the base model's chat template: {counts}")
-    llm.finetune(**recipe)
+
+
+def _export(job: Mapping[str, Any], options: NemoOptions, log: Any) -> dict[str, Any]:
+    """The last checkpoint as a Hugging Face PEFT adapter in ``output_dir``; its config."""
+    from nemo.collections import llm
+
     checkpoint = last_checkpoint(Path(options.experiment_dir))
     output_dir = Path(job["output_dir"])
     shutil.rmtree(output_dir, ignore_errors=True)
     log.info(f"exporting {checkpoint} to Hugging Face PEFT format in {output_dir}")
     llm.peft.export_lora(lora_checkpoint_path=str(checkpoint), output_path=str(output_dir))
-    config = check_nim_adapter(output_dir)
+    return check_nim_adapter(output_dir)
+
+
+def run(
+    job: Mapping[str, Any], options: NemoOptions, log: Any = logger, rank_zero: bool = True
+) -> dict[str, Any]:
+    """Fine-tune and (rank 0) export the adapter to ``job['output_dir']``; the run's metadata.
+
+    Lightning starts the other ranks from inside ``llm.finetune`` on rank 0, so the base import
+    and the rendered dataset exist before they run; they only train.
+    """
+    from nemo.collections import llm
+
+    started = time.monotonic()
+    if job.get("init_adapter_dir") and rank_zero:
+        log.warning(
+            "warm start from a previous adapter is not supported by the NeMo runner: "
+            "training a fresh LoRA"
+        )
+    if rank_zero:
+        _prepare_inputs(options, log)
+    recipe = build_recipe(job, options, log)
+    progress = recipe.pop("progress")
+    llm.finetune(**recipe)
+    if not rank_zero:
+        return {}
+    config = _export(job, options, log)
     return run_metadata(progress.losses, job, options, config, time.monotonic() - started)
 
 
@@ -354,7 +375,7 @@ def main() -> None:
     if not is_rank_zero():
         # Lightning re-runs this module once per extra GPU; only rank 0 talks to Dagster.
         extras = _extras_without_pipes()
-        run(extras["job"], NemoOptions.from_dict(extras["nemo"]))
+        run(extras["job"], NemoOptions.from_dict(extras["nemo"]), rank_zero=False)
         return
     from dagster_pipes import open_dagster_pipes
 
