@@ -18,7 +18,10 @@ exact process, pod and task are tested without a cluster or AWS.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,7 +29,12 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from flywheel_assets.external.nemo_data import DEFAULT_REPEAT_SCALE, write_nemo_dataset
+from flywheel_assets.external.nemo_data import (
+    DEFAULT_REPEAT_SCALE,
+    TRAINING_FILE,
+    VALIDATION_FILE,
+    write_nemo_dataset,
+)
 from flywheel_assets.external.nemo_lora import DEFAULT_TARGET_MODULES, NemoOptions
 from resources.finetune import FineTuneJob, FineTuneLauncher
 
@@ -37,6 +45,7 @@ GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSc
 _PATH_FIELDS = ("base_model_path", "examples_path", "output_dir", "init_adapter_dir")
 # Variables of the orchestrator's venv that would break the NeMo interpreter.
 _ORCHESTRATOR_ONLY_ENV = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")
+FINGERPRINT_FILE = "flywheel_fingerprint.txt"
 
 
 def map_path(path: str, path_map: Mapping[str, str]) -> str:
@@ -55,6 +64,27 @@ def nemo_dataset_root(job: FineTuneJob) -> Path:
 def nemo_experiment_dir(job: FineTuneJob) -> Path:
     """NeMo checkpoints sit beside the adapter dir (which the asset clears), so a re-run resumes."""
     return Path(job.output_dir).parent / "nemo_experiment"
+
+
+def run_fingerprint(extras: Mapping[str, Any], dataset_root: Path) -> str:
+    """sha256 of what a NeMo run depends on: the job, the NeMo options and the dataset files."""
+    digest = hashlib.sha256(json.dumps(extras, sort_keys=True).encode())
+    for name in (TRAINING_FILE, VALIDATION_FILE):
+        digest.update((Path(dataset_root) / name).read_bytes())
+    return digest.hexdigest()
+
+
+def reset_stale_experiment(experiment_dir: Path, fingerprint: str) -> bool:
+    """Keep NeMo's checkpoints only for the same run: a re-run after a crash resumes from them,
+    a re-run with other settings or data starts over. True when old checkpoints were cleared."""
+    marker = Path(experiment_dir) / FINGERPRINT_FILE
+    used = Path(experiment_dir).is_dir() and any(Path(experiment_dir).iterdir())
+    stale = used and (not marker.is_file() or marker.read_text().strip() != fingerprint)
+    if stale:
+        shutil.rmtree(experiment_dir)
+    Path(experiment_dir).mkdir(parents=True, exist_ok=True)
+    marker.write_text(fingerprint + "\n")
+    return stale
 
 
 class NemoLauncher(FineTuneLauncher):
@@ -121,8 +151,10 @@ class NemoLauncher(FineTuneLauncher):
             f"NeMo dataset: {summary.training_rows} training rows (weights as repetitions), "
             f"{summary.validation_rows} validation rows in {summary.dataset_root}"
         )
-        nemo_experiment_dir(job).mkdir(parents=True, exist_ok=True)
-        return summary.as_metadata()
+        fingerprint = run_fingerprint(self.extras(job), nemo_dataset_root(job))
+        if reset_stale_experiment(nemo_experiment_dir(job), fingerprint):
+            context.log.info("settings or data changed since the last NeMo run: starting over")
+        return {**summary.as_metadata(), "nemo_run_fingerprint": fingerprint[:16]}
 
     def launch(self, context: dg.AssetExecutionContext, job: FineTuneJob) -> dg.MaterializeResult:
         self.check_ready()

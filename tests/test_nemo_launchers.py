@@ -308,3 +308,28 @@ def test_the_definitions_load_with_a_nemo_launcher(tmp_path):
     defs = build_definitions(env=env, home=tmp_path)
     defs.resolve_job_def("flywheel_cycle")
     assert isinstance(defs.resources["finetune"], NemoSubprocessLauncher)
+
+
+def _curriculum(job: FineTuneJob, n: int = 10) -> None:
+    Path(job.examples_path).parent.mkdir(parents=True, exist_ok=True)
+    rows = [
+        {"code": f"x={i}", "review": f"r{i}", "severity": "minor", "weight": 1.0} for i in range(n)
+    ]
+    Path(job.examples_path).write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_checkpoints_survive_a_rerun_of_the_same_job_and_not_a_changed_one(tmp_path):
+    context = SimpleNamespace(log=logging.getLogger("test"))
+    job = _job(tmp_path)
+    _curriculum(job)
+    K8S.prepare(context, job)
+    checkpoint = tmp_path / "work" / "c1" / "nemo_experiment" / "severity" / "checkpoints"
+    checkpoint.mkdir(parents=True)
+    K8S.prepare(context, job)  # e.g. after the pod was killed: resume
+    assert checkpoint.is_dir()
+    K8S.prepare(context, job.model_copy(update={"max_steps": 40}))
+    assert not checkpoint.exists()
+    checkpoint.mkdir(parents=True)
+    _curriculum(job, n=11)  # new data, same settings
+    K8S.prepare(context, job)
+    assert not checkpoint.exists()
