@@ -333,3 +333,27 @@ def test_checkpoints_survive_a_rerun_of_the_same_job_and_not_a_changed_one(tmp_p
     _curriculum(job, n=11)  # new data, same settings
     K8S.prepare(context, job)
     assert not checkpoint.exists()
+
+
+def test_the_subprocess_gets_the_nemo_env_not_the_orchestrators_venv(tmp_path, monkeypatch):
+    calls = []
+
+    class FakeSubprocessClient:
+        def run(self, **kwargs):
+            calls.append(kwargs)
+            return SimpleNamespace(get_materialize_result=lambda: dg.MaterializeResult())
+
+    monkeypatch.setattr(dg, "PipesSubprocessClient", FakeSubprocessClient)
+    monkeypatch.setenv("PYTHONPATH", "/orchestrator/site-packages")
+    monkeypatch.setenv("VIRTUAL_ENV", "/orchestrator/venv")
+    python = tmp_path / "python"
+    python.write_text("#!/bin/sh\n")
+    python.chmod(0o755)
+    launcher = NemoSubprocessLauncher(python_executable=str(python))
+    job = _job(tmp_path)
+    _curriculum(job)
+    launcher.launch(SimpleNamespace(log=logging.getLogger("test")), job)
+    env = calls[-1]["env"]
+    assert calls[-1]["command"] == [str(python), *ENTRY]
+    assert env["PYTHONPATH"] == str(PROJECT_ROOT) and "VIRTUAL_ENV" not in env
+    assert calls[-1]["extras"] == launcher.extras(job)
