@@ -163,4 +163,5 @@ def test_the_recipe_constructs_without_training(tmp_path):
     assert recipe["data"].dataset_kwargs["prompt_template"] == "{input}{output}"
     assert recipe["data"].global_batch_size == 8
     assert recipe["trainer"].max_steps == 20
+    assert recipe["progress"] in recipe["trainer"].callbacks
     assert recipe["resume"].restore_config.path == "nemo://meta-llama/Meta-Llama-3-8B-Instruct"

@@ -179,12 +179,14 @@ def build_recipe(job: Mapping[str, Any], options: NemoOptions, log: Any = logger
         max_steps=int(job["max_steps"]),
         strategy=nl.MegatronStrategy(tensor_model_parallel_size=options.tensor_parallel),
         plugins=nl.MegatronMixedPrecision(precision=options.precision),
-        callbacks=[progress],
         log_every_n_steps=1,
         val_check_interval=min(options.val_check_interval, int(job["max_steps"])),
         limit_val_batches=options.limit_val_batches,
         num_sanity_val_steps=0,
     )
+    # Added after construction: nl.Trainer records its init arguments for the checkpoint
+    # context (io_dump), and this callback (holding the Pipes log) is not serialisable.
+    trainer.callbacks.append(progress)
     data = llm.FineTuningDataModule(
         dataset_root=str(sft_data_dir(options)),
         seq_length=options.seq_length,
