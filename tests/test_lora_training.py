@@ -1,7 +1,5 @@
 """Protects LoRA training: loss drop, adapter files, warm start, weights, determinism, Pipes."""
 
-from __future__ import annotations
-
 import json
 import os
 import random
@@ -10,16 +8,30 @@ from pathlib import Path
 
 import pytest
 import torch
+from dagster import (
+    AssetExecutionContext,
+    DagsterEventType,
+    DagsterInstance,
+    PipesSubprocessClient,
+    asset,
+    materialize,
+)
 
-from flywheel_assets.ml.base_model import TINY_LLAMA, load_tokenizer, resolve_base_model
+from flywheel_assets.ml.base_model import (
+    TINY_LLAMA,
+    load_model_and_tokenizer,
+    load_tokenizer,
+    resolve_base_model,
+)
 from flywheel_assets.ml.lora_training import (
     TrainConfig,
-    _peft_model,
     batch_loss,
+    build_peft_model,
     encode_examples,
     length_bucketed_batches,
     train_lora,
 )
+from flywheel_assets.ml.scoring import score_severity
 from flywheel_assets.ml.severity_prompt import SEVERITIES
 
 torch.set_num_threads(1)
@@ -65,6 +77,7 @@ def config(tiny_path: Path, out: Path, **overrides: object) -> TrainConfig:
         "warmup_steps": 2,
         "num_threads": 1,
         "seed": 0,
+        "dtype": "float32",
     }
     fields.update(overrides)
     return TrainConfig.model_validate(fields)
@@ -99,6 +112,31 @@ def test_adapter_files_exist(trained: dict) -> None:
     assert json.loads((out / "adapter_config.json").read_text())["r"] == 8
 
 
+def test_adapter_loads_for_scoring_and_changes_scores(tiny_path: Path, trained: dict) -> None:
+    items = [("v0 = 1", REVIEWS[s]) for s in SEVERITIES]
+    base_model, tokenizer = load_model_and_tokenizer(tiny_path)
+    tuned_model, _ = load_model_and_tokenizer(tiny_path, adapter_dir=trained["out"])
+    wrapped, _ = load_model_and_tokenizer(tiny_path, trained["out"], merge_adapter=False)
+    base = score_severity(base_model, tokenizer, items)
+    tuned = score_severity(tuned_model, tokenizer, items)
+    unmerged = score_severity(wrapped, tokenizer, items)
+    assert all(r["severity"] in SEVERITIES for r in tuned)
+    assert [r["scores"] for r in tuned] != [r["scores"] for r in base]
+    for merged_result, wrapped_result in zip(tuned, unmerged, strict=True):
+        for severity in SEVERITIES:
+            assert merged_result["scores"][severity] == pytest.approx(
+                wrapped_result["scores"][severity], abs=1e-4
+            )
+
+
+def test_bf16_autocast_trains(tiny_path: Path, tmp_path: Path) -> None:
+    metrics = train_lora(
+        config(tiny_path, tmp_path / "bf16", max_steps=3, dtype="bfloat16"), synthetic_examples()
+    )
+    assert metrics["dtype"] == "bfloat16"
+    assert all(0 < loss < 100 for loss in metrics["losses"])
+
+
 def test_same_seed_same_losses(tiny_path: Path, tmp_path: Path, trained: dict) -> None:
     again = train_lora(config(tiny_path, tmp_path / "again"), synthetic_examples())
     assert again["losses"] == pytest.approx(trained["metrics"]["losses"], abs=1e-6)
@@ -123,7 +161,7 @@ def _lora_grads(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 def test_zero_weight_example_contributes_nothing(tiny_path: Path, tmp_path: Path) -> None:
     cfg = config(tiny_path, tmp_path / "unused")
     torch.manual_seed(0)
-    model = _peft_model(cfg)
+    model = build_peft_model(cfg)
     tokenizer = load_tokenizer(tiny_path)
     a, b = encode_examples(tokenizer, synthetic_examples(2), cfg.max_prompt_tokens)
     b_zero = b.model_copy(update={"weight": 0.0})
@@ -132,20 +170,21 @@ def test_zero_weight_example_contributes_nothing(tiny_path: Path, tmp_path: Path
         model.zero_grad(set_to_none=True)
         loss = batch_loss(model, batch, tokenizer.pad_token_id)
         loss.backward()
-        return float(loss), _lora_grads(model)
+        return float(loss.detach()), _lora_grads(model)
 
     loss_alone, grads_alone = loss_and_grads([a])
     loss_with, grads_with = loss_and_grads([a, b_zero])
     loss_full, _ = loss_and_grads([a, b])
-    assert loss_with == pytest.approx(loss_alone, abs=1e-6)
-    assert loss_full != pytest.approx(loss_alone, abs=1e-6)
+    # Equal up to float noise (padding changes the matmul shapes), unlike with weight 1.
+    assert loss_with == pytest.approx(loss_alone, rel=1e-5)
+    assert loss_full != pytest.approx(loss_alone, rel=1e-3)
     assert grads_alone.keys() == grads_with.keys() and grads_alone
     for name, grad in grads_alone.items():
-        torch.testing.assert_close(grads_with[name], grad, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(grads_with[name], grad, atol=1e-5, rtol=1e-4)
 
 
 def test_layers_to_train_puts_lora_on_top_layers_only(tiny_path: Path, tmp_path: Path) -> None:
-    model = _peft_model(config(tiny_path, tmp_path / "unused", layers_to_train=1))
+    model = build_peft_model(config(tiny_path, tmp_path / "unused", layers_to_train=1))
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all(".layers.1." in n for n in trainable)
 
@@ -158,15 +197,6 @@ def test_length_buckets_cover_every_example_once_per_epoch() -> None:
 
 
 def test_pipes_subprocess_round_trip(tiny_path: Path, tmp_path: Path) -> None:
-    from dagster import (
-        AssetExecutionContext,
-        DagsterEventType,
-        DagsterInstance,
-        PipesSubprocessClient,
-        asset,
-        materialize,
-    )
-
     examples_path = tmp_path / "curriculum.jsonl"
     examples_path.write_text("\n".join(json.dumps(e) for e in synthetic_examples(8)) + "\n")
     job = config(tiny_path, tmp_path / "adapter", max_steps=3).model_dump(mode="json")

@@ -75,6 +75,7 @@ def materialization_metadata(metrics: Mapping[str, Any], n_examples: int) -> dic
         "wall_s": round(float(metrics["wall_s"]), 2),
         "train_tokens": int(metrics["train_tokens"]),
         "trainable_params": int(metrics["trainable_params"]),
+        "dtype": str(metrics["dtype"]),
         "adapter_dir": str(metrics["output_dir"]),
     }
 

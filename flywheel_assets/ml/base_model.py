@@ -19,6 +19,7 @@ from __future__ import annotations
 import fcntl
 import importlib.metadata
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -141,8 +142,24 @@ def _save_smollm2_tokenizer(out: Path) -> None:
 
 
 def tokenizer_dir(cache_dir: Path) -> Path:
-    """Cached SmolLM2 tokenizer (reading it out of the GGUF takes ~7 s, reloading it ~0.2 s)."""
+    """Cached SmolLM2 tokenizer (reading it out of the GGUF takes 3-7 s, reloading ~0.1 s)."""
     return _build_atomically(Path(cache_dir) / TOKENIZER_CACHE, _save_smollm2_tokenizer)
+
+
+def _drop_gguf_quantization_config(model_dir: Path) -> None:
+    """Remove the ``quantization_config`` (gguf) that the GGUF-loaded config carries over.
+
+    The saved weights are plain fp32 safetensors, but with that key left in config.json,
+    ``from_pretrained`` attaches a ``GgufHfQuantizer``: the model reports ``is_quantized``, is
+    marked not trainable / not serialisable, and warns on any dtype other than float32.
+    """
+    path = model_dir / "config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    if config.pop("quantization_config", None) is None:
+        return
+    tmp = path.with_name(f".config.json.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def _smollm2_builder(cache_dir: Path) -> Callable[[Path], None]:
@@ -155,6 +172,7 @@ def _smollm2_builder(cache_dir: Path) -> Callable[[Path], None]:
         model.load_state_dict(loaded.state_dict())
         model.tie_weights()
         model.save_pretrained(out)
+        _drop_gguf_quantization_config(out)
         AutoTokenizer.from_pretrained(tokenizer_dir(cache_dir)).save_pretrained(out)
 
     return build
@@ -183,7 +201,9 @@ def resolve_base_model(name: str, cache_dir: Path) -> Path:
     cache_dir = Path(cache_dir).expanduser()
     cache_dir.mkdir(parents=True, exist_ok=True)
     if name == SMOLLM2:
-        return _build_atomically(cache_dir / SMOLLM2, _smollm2_builder(cache_dir))
+        path = _build_atomically(cache_dir / SMOLLM2, _smollm2_builder(cache_dir))
+        _drop_gguf_quantization_config(path)  # heals caches written before this fix
+        return path
     if name == TINY_LLAMA:
         return _build_atomically(cache_dir / TINY_LLAMA, _tiny_llama_builder(cache_dir))
     raise ValueError(f"unknown base model {name!r}; known: {KNOWN_MODELS}")
@@ -201,13 +221,20 @@ def load_model_and_tokenizer(
     path: Path,
     adapter_dir: Path | None = None,
     dtype: torch.dtype = torch.float32,
+    merge_adapter: bool = True,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a resolved base model (plus an optional PEFT LoRA adapter) in eval mode."""
+    """Load a resolved base model (plus an optional PEFT LoRA adapter) in eval mode.
+
+    The adapter is merged into the base weights by default (inference only: no extra LoRA
+    matmuls); pass ``merge_adapter=False`` to keep the ``PeftModel`` wrapper.
+    """
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     if adapter_dir is not None:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, adapter_dir, is_trainable=False)
+        if merge_adapter:
+            model = model.merge_and_unload()
     model.eval()
     return model, load_tokenizer(path)
 

@@ -11,8 +11,8 @@ Cost levers (see the measurements in the module's report):
 - ``layers_to_train``: LoRA only on the top N decoder layers, so backward stops there;
 - ``lm_head`` is applied only at the positions that carry loss (the decoder's hidden states are
   gathered first), instead of materialising full-vocabulary logits for every position;
-- ``dtype="bfloat16"`` runs the forward/backward under CPU bf16 autocast (fp32 master weights);
-  only worth it on CPUs with avx512_bf16 / AMX.
+- ``dtype="bfloat16"`` runs the forward/backward under CPU bf16 autocast (LoRA weights and
+  AdamW state stay fp32); only worth it on CPUs with avx512_bf16 / AMX, which ``"auto"`` checks.
 """
 
 from __future__ import annotations
@@ -62,7 +62,8 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0.0)
     warmup_steps: int = Field(5, ge=0)
     max_grad_norm: float | None = 1.0
-    dtype: Literal["float32", "bfloat16"] = "float32"
+    # "auto": bf16 autocast when the CPU has native bf16 (avx512_bf16 / amx_bf16), else fp32.
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
 
 
 class Encoded(BaseModel):
@@ -124,7 +125,11 @@ def batch_loss(model: torch.nn.Module, batch: Sequence[Encoded], pad_id: int) ->
     return (weights * per_example / counts).sum() / weights.sum().clamp_min(1e-12)
 
 
-def _peft_model(config: TrainConfig) -> torch.nn.Module:
+def build_peft_model(config: TrainConfig) -> torch.nn.Module:
+    """Base model with a fresh LoRA (on the top ``layers_to_train`` layers) or a warm-started one.
+
+    A warm start keeps the adapter's own LoRA settings (r, alpha, targets, layers).
+    """
     from peft import LoraConfig, PeftModel, get_peft_model
 
     base = AutoModelForCausalLM.from_pretrained(config.base_model_path, dtype=torch.float32)
@@ -156,9 +161,67 @@ def _schedule(config: TrainConfig) -> Callable[[int], float]:
     return factor
 
 
+def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether the CPU advertises native bf16 matmuls (avx512_bf16 or amx_bf16)."""
+    try:
+        flags = cpuinfo.read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def effective_dtype(config: TrainConfig) -> str:
+    """The compute dtype a run will use ("auto" resolved)."""
+    if config.dtype != "auto":
+        return config.dtype
+    return "bfloat16" if cpu_has_native_bf16() else "float32"
+
+
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
+
+
+def _optimizer(
+    config: TrainConfig, params: list[torch.nn.Parameter]
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config))
+
+
+def _train_loop(
+    config: TrainConfig,
+    model: torch.nn.Module,
+    data: list[Encoded],
+    pad_id: int,
+    on_step: Callable[[int, float], None] | None,
+) -> tuple[list[float], int]:
+    """Run ``max_steps`` optimiser steps; returns per-step losses and input tokens processed."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer, scheduler = _optimizer(config, params)
+    batches = length_bucketed_batches(
+        [len(ex.ids) for ex in data], config.batch_size, random.Random(config.seed)
+    )
+    dtype = effective_dtype(config)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bfloat16" else nullcontext()
+    losses: list[float] = []
+    tokens = 0
+    model.train()
+    for step in range(1, config.max_steps + 1):
+        batch = [data[i] for i in next(batches)]
+        with autocast:
+            loss = batch_loss(model, batch, pad_id)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        losses.append(float(loss.detach()))
+        tokens += sum(len(ex.ids) - 1 for ex in batch)
+        if on_step is not None:
+            on_step(step, losses[-1])
+    return losses, tokens
 
 
 def train_lora(
@@ -169,8 +232,8 @@ def train_lora(
     """Train a LoRA adapter on ``examples`` and save it to ``config.output_dir``.
 
     ``on_step(step, loss)`` is called after every optimiser step (1-based). Returns metrics:
-    steps, final_loss, mean_loss, losses, train_tokens, loss_tokens, tokens_per_s, wall_s,
-    seconds_per_step, trainable_params, output_dir.
+    steps, final_loss, mean_loss, losses, train_tokens, tokens_per_s, seconds_per_step, wall_s,
+    trainable_params, dtype, output_dir.
     """
     if config.num_threads is not None:
         torch.set_num_threads(config.num_threads)
@@ -178,35 +241,15 @@ def train_lora(
     _seed_everything(config.seed)
     tokenizer = load_tokenizer(config.base_model_path)
     data = encode_examples(tokenizer, examples, config.max_prompt_tokens)
-    model = _peft_model(config)
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config))
-    batches = length_bucketed_batches(
-        [len(ex.ids) for ex in data], config.batch_size, random.Random(config.seed)
+    model = build_peft_model(config)
+    logger.info(
+        "training %d examples, compute dtype %s, %d threads",
+        len(data),
+        effective_dtype(config),
+        torch.get_num_threads(),
     )
-    autocast = (
-        torch.autocast("cpu", dtype=torch.bfloat16) if config.dtype == "bfloat16" else nullcontext()
-    )
-    losses: list[float] = []
-    train_tokens = loss_tokens = 0
     loop_start = time.perf_counter()
-    for step in range(1, config.max_steps + 1):
-        batch = [data[i] for i in next(batches)]
-        with autocast:
-            loss = batch_loss(model, batch, tokenizer.pad_token_id)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        losses.append(float(loss.detach()))
-        train_tokens += sum(len(ex.ids) - 1 for ex in batch)
-        loss_tokens += sum(len(ex.ids) - ex.prompt_len for ex in batch)
-        if on_step is not None:
-            on_step(step, losses[-1])
+    losses, tokens = _train_loop(config, model, data, tokenizer.pad_token_id, on_step)
     loop_s = time.perf_counter() - loop_start
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -216,11 +259,11 @@ def train_lora(
         "final_loss": losses[-1],
         "mean_loss": sum(losses) / len(losses),
         "losses": losses,
-        "train_tokens": train_tokens,
-        "loss_tokens": loss_tokens,
-        "tokens_per_s": train_tokens / loop_s if loop_s > 0 else 0.0,
+        "train_tokens": tokens,
+        "tokens_per_s": tokens / loop_s if loop_s > 0 else 0.0,
         "seconds_per_step": loop_s / len(losses),
         "wall_s": time.perf_counter() - start,
-        "trainable_params": sum(p.numel() for p in params),
+        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "dtype": effective_dtype(config),
         "output_dir": str(output_dir),
     }
