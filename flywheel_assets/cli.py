@@ -64,7 +64,7 @@ def run_demo(home: Path, num_cycles: int, overrides: list[str]) -> int:
             {
                 "cycle": key,
                 "wall": time.perf_counter() - cycle_start,
-                "training": _metadata(instance, "lora_adapter", key, "wall_seconds"),
+                "training": _metadata(instance, "lora_adapter", key, "wall_s"),
                 "inference": _metadata(instance, "student_answers", key, "inference_seconds")
                 + _metadata(instance, "heldout_evaluation", key, "inference_seconds"),
             }

@@ -80,6 +80,7 @@ def local_resources(
             batch_size=settings.student.batch_size,
             max_prompt_tokens=settings.student.max_prompt_tokens,
             num_threads=settings.student.num_threads,
+            dtype=settings.student.dtype,
         ),
         "finetune": LocalPeftLauncher(),
         "model_repository": TritonModelRepository(repository_dir=str(home / "triton_repository")),

@@ -22,6 +22,7 @@ class StudentSettings(_Section):
     batch_size: int = Field(8, ge=1)
     max_prompt_tokens: int = Field(256, ge=32)
     num_threads: int = Field(2, ge=1)
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
 
 
 class ExamSettings(_Section):
@@ -44,6 +45,8 @@ class TrainingSettings(_Section):
     lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     layers_to_train: int | None = Field(12, ge=1)
     seed: int = 0
+    loss: Literal["label", "completion"] = "label"
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
 
 
 class HeldoutSettings(_Section):

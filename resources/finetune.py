@@ -28,6 +28,8 @@ class FineTuneJob(BaseModel):
     max_prompt_tokens: int
     seed: int
     num_threads: int
+    loss: str = "label"  # "label" | "completion"
+    dtype: str = "auto"  # "auto" | "float32" | "bfloat16"
 
 
 class FineTuneLauncher(dg.ConfigurableResource, ABC):

@@ -14,6 +14,7 @@ from flywheel_assets.ml.base_model import (
     load_model_and_tokenizer,
     resolve_base_model,
 )
+from flywheel_assets.ml.lora_training import cpu_has_native_bf16
 from flywheel_assets.ml.scoring import score_severity
 
 
@@ -25,12 +26,18 @@ class StudentModel(dg.ConfigurableResource):
     batch_size: int = 8
     max_prompt_tokens: int = 256
     num_threads: int = 2
+    dtype: str = "auto"  # "auto": bf16 where the CPU computes it natively, else fp32
 
     def base_model_path(self) -> Path:
         return resolve_base_model(self.base_model, Path(self.cache_dir))
 
     def base_model_id(self) -> str:
         return base_model_id(self.base_model)
+
+    def torch_dtype(self) -> torch.dtype:
+        if self.dtype == "auto":
+            return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+        return getattr(torch, self.dtype)
 
     def rate(
         self,
@@ -40,7 +47,9 @@ class StudentModel(dg.ConfigurableResource):
     ) -> tuple[list[dict], float]:
         """Severity and per-label probabilities for (code, review) pairs, and seconds taken."""
         torch.set_num_threads(self.num_threads)
-        model, tokenizer = load_model_and_tokenizer(self.base_model_path(), adapter_dir=adapter_dir)
+        model, tokenizer = load_model_and_tokenizer(
+            self.base_model_path(), adapter_dir=adapter_dir, dtype=self.torch_dtype()
+        )
         start = time.perf_counter()
         results = score_severity(
             model,

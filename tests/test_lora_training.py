@@ -1,6 +1,7 @@
 """Protects LoRA training: loss drop, adapter files, warm start, weights, determinism, Pipes."""
 
 import json
+import math
 import os
 import random
 import sys
@@ -78,6 +79,7 @@ def config(tiny_path: Path, out: Path, **overrides: object) -> TrainConfig:
         "num_threads": 1,
         "seed": 0,
         "dtype": "float32",
+        "loss": "completion",
     }
     fields.update(overrides)
     return TrainConfig.model_validate(fields)
@@ -97,6 +99,15 @@ def test_training_lowers_loss(trained: dict) -> None:
     losses = trained["metrics"]["losses"]
     assert len(losses) == 30
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.3
+
+
+def test_label_loss_learns_the_four_way_choice(tiny_path: Path, tmp_path: Path) -> None:
+    metrics = train_lora(
+        config(tiny_path, tmp_path, loss="label", max_steps=40), synthetic_examples()
+    )
+    losses = metrics["losses"]
+    assert abs(losses[0] - math.log(4)) < 0.1  # an untrained model is close to uniform
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.2
 
 
 def test_metrics_and_step_callback(trained: dict) -> None:

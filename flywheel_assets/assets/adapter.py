@@ -64,6 +64,8 @@ def lora_adapter(
         max_prompt_tokens=student.max_prompt_tokens,
         seed=training.seed,
         num_threads=student.num_threads,
+        loss=training.loss,
+        dtype=training.dtype,
     )
     context.log.info(
         f"fine-tuning on {size} examples for {job.max_steps} steps, warm start: "
@@ -82,7 +84,7 @@ def lora_adapter(
         "curriculum_size": size,
         "steps": int(_value(runner.get("steps", job.max_steps))),
         "final_loss": float(_value(runner.get("final_loss", float("nan")))),
-        "train_seconds": float(_value(runner.get("wall_seconds", 0.0))),
+        "train_seconds": float(_value(runner.get("wall_s", 0.0))),
         "config": json.dumps(job.model_dump()),
         "created_at": datetime.now(UTC),
         "asset_version": VERSION,

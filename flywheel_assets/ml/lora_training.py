@@ -32,7 +32,12 @@ from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
 
 from flywheel_assets.ml.base_model import load_tokenizer
 from flywheel_assets.ml.scoring import logits_at, pad_right
-from flywheel_assets.ml.severity_prompt import build_prompt, completion_ids
+from flywheel_assets.ml.severity_prompt import (
+    SEVERITIES,
+    build_prompt,
+    completion_ids,
+    label_first_token_ids,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +69,11 @@ class TrainConfig(BaseModel):
     max_grad_norm: float | None = 1.0
     # "auto": bf16 autocast when the CPU has native bf16 (avx512_bf16 / amx_bf16), else fp32.
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    # "completion": cross-entropy over every completion token (`<label>"}` + eos).
+    # "label": cross-entropy over the four labels' first tokens at the answer position only,
+    # the objective that matches how the student is scored (see scoring.py); still no loss on
+    # the prompt.
+    loss: Literal["completion", "label"] = "label"
 
 
 class Encoded(BaseModel):
@@ -72,6 +82,7 @@ class Encoded(BaseModel):
     ids: list[int]  # prompt + completion
     prompt_len: int
     weight: float
+    label: int  # index of the severity in SEVERITIES
 
 
 def encode_examples(
@@ -85,7 +96,14 @@ def encode_examples(
         weight = float(ex.get("weight", 1.0))
         if not math.isfinite(weight) or weight < 0:
             raise ValueError(f"example weight must be finite and >= 0, got {weight}")
-        encoded.append(Encoded(ids=prompt + completion, prompt_len=len(prompt), weight=weight))
+        encoded.append(
+            Encoded(
+                ids=prompt + completion,
+                prompt_len=len(prompt),
+                weight=weight,
+                label=SEVERITIES.index(ex["severity"]),
+            )
+        )
     return encoded
 
 
@@ -107,6 +125,24 @@ def length_bucketed_batches(
         yield from batches
 
 
+def _weighted_mean(per_example: torch.Tensor, batch: Sequence[Encoded]) -> torch.Tensor:
+    weights = torch.tensor([ex.weight for ex in batch])
+    return (weights * per_example).sum() / weights.sum().clamp_min(1e-12)
+
+
+def label_loss(
+    model: torch.nn.Module, batch: Sequence[Encoded], pad_id: int, label_ids: Sequence[int]
+) -> torch.Tensor:
+    """Weighted 4-way cross-entropy over the labels' first tokens at the answer position."""
+    input_ids, mask = pad_right([ex.ids[: ex.prompt_len] for ex in batch], pad_id)
+    rows = torch.arange(len(batch))
+    cols = torch.tensor([ex.prompt_len - 1 for ex in batch])
+    logits = logits_at(model, input_ids, mask, rows, cols)[:, list(label_ids)]
+    targets = torch.tensor([ex.label for ex in batch])
+    per_example = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none")
+    return _weighted_mean(per_example, batch)
+
+
 def batch_loss(model: torch.nn.Module, batch: Sequence[Encoded], pad_id: int) -> torch.Tensor:
     """Weighted completion-only loss of one batch (logits only at the loss positions)."""
     input_ids, mask = pad_right([ex.ids[:-1] for ex in batch], pad_id)
@@ -121,8 +157,7 @@ def batch_loss(model: torch.nn.Module, batch: Sequence[Encoded], pad_id: int) ->
     token_loss = torch.nn.functional.cross_entropy(logits, torch.tensor(targets), reduction="none")
     per_example = torch.zeros(len(batch)).index_add(0, row_t, token_loss)
     counts = torch.zeros(len(batch)).index_add(0, row_t, torch.ones_like(token_loss))
-    weights = torch.tensor([ex.weight for ex in batch])
-    return (weights * per_example / counts).sum() / weights.sum().clamp_min(1e-12)
+    return _weighted_mean(per_example / counts, batch)
 
 
 def build_peft_model(config: TrainConfig) -> torch.nn.Module:
@@ -193,7 +228,7 @@ def _train_loop(
     config: TrainConfig,
     model: torch.nn.Module,
     data: list[Encoded],
-    pad_id: int,
+    tokenizer: PreTrainedTokenizerBase,
     on_step: Callable[[int, float], None] | None,
 ) -> tuple[list[float], int]:
     """Run ``max_steps`` optimiser steps; returns per-step losses and input tokens processed."""
@@ -202,6 +237,17 @@ def _train_loop(
     batches = length_bucketed_batches(
         [len(ex.ids) for ex in data], config.batch_size, random.Random(config.seed)
     )
+    pad_id = tokenizer.pad_token_id
+    if config.loss == "label":
+        label_ids = label_first_token_ids(tokenizer)
+
+        def loss_fn(batch: Sequence[Encoded]) -> torch.Tensor:
+            return label_loss(model, batch, pad_id, label_ids)
+    else:
+
+        def loss_fn(batch: Sequence[Encoded]) -> torch.Tensor:
+            return batch_loss(model, batch, pad_id)
+
     dtype = effective_dtype(config)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bfloat16" else nullcontext()
     losses: list[float] = []
@@ -210,7 +256,7 @@ def _train_loop(
     for step in range(1, config.max_steps + 1):
         batch = [data[i] for i in next(batches)]
         with autocast:
-            loss = batch_loss(model, batch, pad_id)
+            loss = loss_fn(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.max_grad_norm is not None:
@@ -218,7 +264,7 @@ def _train_loop(
         optimizer.step()
         scheduler.step()
         losses.append(float(loss.detach()))
-        tokens += sum(len(ex.ids) - 1 for ex in batch)
+        tokens += sum(ex.prompt_len if config.loss == "label" else len(ex.ids) - 1 for ex in batch)
         if on_step is not None:
             on_step(step, losses[-1])
     return losses, tokens
@@ -249,7 +295,7 @@ def train_lora(
         torch.get_num_threads(),
     )
     loop_start = time.perf_counter()
-    losses, tokens = _train_loop(config, model, data, tokenizer.pad_token_id, on_step)
+    losses, tokens = _train_loop(config, model, data, tokenizer, on_step)
     loop_s = time.perf_counter() - loop_start
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
