@@ -12,63 +12,24 @@ from pathlib import Path
 import dagster as dg
 
 from flywheel_assets import audit_cli
-from flywheel_assets.partitions import cycles
+from flywheel_assets.runner import demo_cycle_keys, persistent_instance, run_cycles
 
 log = logging.getLogger("flywheel")
-
-
-def demo_cycle_keys(count: int) -> list[str]:
-    """`bootstrap`, then seed-only cycles (no reviewer feedback in the embedded defaults)."""
-    return ["bootstrap", *(f"seed-{k:02d}" for k in range(2, count + 1))]
-
-
-def _metadata(instance: dg.DagsterInstance, asset: str, partition: str, key: str) -> float:
-    """A number from the latest materialization of one asset partition (0 when absent)."""
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1
-    ).records
-    if not records:
-        return 0.0
-    entry = records[0].event_log_entry.asset_materialization.metadata.get(key)
-    return float(getattr(entry, "value", 0.0) or 0.0)
 
 
 def run_demo(home: Path, num_cycles: int, overrides: list[str]) -> int:
     from flywheel_assets.definitions import build_definitions
 
     home = home.resolve()
-    dagster_home = home / "dagster"
-    dagster_home.mkdir(parents=True, exist_ok=True)
-    (dagster_home / "dagster.yaml").touch()
-    os.environ["DAGSTER_HOME"] = str(dagster_home)
+    instance = persistent_instance(home)
     os.environ["FLYWHEEL_HOME"] = str(home)
     defs = build_definitions(home=home, overrides=overrides)
-    instance = dg.DagsterInstance.get()
     started = time.perf_counter()
-    log.info("building the seed corpus")
-    result = defs.resolve_job_def("seed_corpus_job").execute_in_process(instance=instance)
-    if not result.success:
+    try:
+        timings = run_cycles(defs, instance, demo_cycle_keys(num_cycles))
+    except RuntimeError as exc:
+        log.error("%s", exc)
         return 1
-    timings = []
-    for key in demo_cycle_keys(num_cycles):
-        instance.add_dynamic_partitions(cycles.name, [key])
-        cycle_start = time.perf_counter()
-        log.info(f"cycle {key}: running the flywheel_cycle job")
-        result = defs.resolve_job_def("flywheel_cycle").execute_in_process(
-            partition_key=key, instance=instance
-        )
-        if not result.success:
-            log.error(f"cycle {key} failed; see the run in the UI")
-            return 1
-        timings.append(
-            {
-                "cycle": key,
-                "wall": time.perf_counter() - cycle_start,
-                "training": _metadata(instance, "lora_adapter", key, "wall_s"),
-                "inference": _metadata(instance, "student_answers", key, "inference_seconds")
-                + _metadata(instance, "heldout_evaluation", key, "inference_seconds"),
-            }
-        )
     print_summary(defs, timings, time.perf_counter() - started, home)
     return 0
 

@@ -31,14 +31,14 @@ class ExamSettings(_Section):
 
 
 class CurriculumSettings(_Section):
-    new_examples_per_cycle: int = Field(96, ge=1)
+    new_examples_per_cycle: int = Field(128, ge=1)
     weak_class_boost: float = Field(2.0, ge=0.0)
     feedback_weight: float = Field(1.5, gt=0.0)
 
 
 class TrainingSettings(_Section):
-    steps_per_cycle: int = Field(60, ge=1)
-    learning_rate: float = Field(5e-4, gt=0.0)
+    steps_per_cycle: int = Field(80, ge=1)
+    learning_rate: float = Field(1e-3, gt=0.0)
     batch_size: int = Field(8, ge=1)
     lora_r: int = Field(16, ge=1)
     lora_alpha: int = Field(32, ge=1)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from flywheel_assets import runner
 from flywheel_assets.definitions import build_definitions
-from flywheel_assets.partitions import cycles
 
 
 def run_cycles(
@@ -21,13 +21,7 @@ def run_cycles(
     """Build the seed corpus, then run the flywheel_cycle job for each partition key in turn."""
     defs = build_definitions(env=env, home=home, overrides=overrides)
     instance = instance or dg.DagsterInstance.ephemeral()
-    assert defs.resolve_job_def("seed_corpus_job").execute_in_process(instance=instance).success
-    for key in keys:
-        instance.add_dynamic_partitions(cycles.name, [key])
-        result = defs.resolve_job_def("flywheel_cycle").execute_in_process(
-            partition_key=key, instance=instance
-        )
-        assert result.success, f"cycle {key} failed"
+    runner.run_cycles(defs, instance, keys)
     return defs, instance
 
 

@@ -1,0 +1,72 @@
+"""Run flywheel cycles in-process against a Dagster instance (the demo and the benchmarks)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import dagster as dg
+
+from flywheel_assets.partitions import cycles
+
+log = logging.getLogger("flywheel")
+
+
+def demo_cycle_keys(count: int) -> list[str]:
+    """`bootstrap`, then seed-only cycles (no reviewer feedback in the embedded defaults)."""
+    return ["bootstrap", *(f"seed-{k:02d}" for k in range(2, count + 1))]
+
+
+def persistent_instance(home: Path) -> dg.DagsterInstance:
+    """A Dagster instance under `<home>/dagster`, so `dagster dev` shows these runs later."""
+    dagster_home = home / "dagster"
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    (dagster_home / "dagster.yaml").touch()
+    os.environ["DAGSTER_HOME"] = str(dagster_home)
+    return dg.DagsterInstance.get()
+
+
+def materialization_value(
+    instance: dg.DagsterInstance, asset: str, partition: str, key: str
+) -> float:
+    """A number from the latest materialization of one asset partition (0 when absent)."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1
+    ).records
+    if not records:
+        return 0.0
+    entry = records[0].event_log_entry.asset_materialization.metadata.get(key)
+    return float(getattr(entry, "value", 0.0) or 0.0)
+
+
+def run_cycles(defs: dg.Definitions, instance: dg.DagsterInstance, keys: list[str]) -> list[dict]:
+    """Seed corpus, then the flywheel_cycle job per partition key; timings per cycle.
+
+    Raises RuntimeError naming the cycle when a run fails (its events stay in the instance).
+    """
+    if not defs.resolve_job_def("seed_corpus_job").execute_in_process(instance=instance).success:
+        raise RuntimeError("building the seed corpus failed")
+    timings = []
+    for key in keys:
+        instance.add_dynamic_partitions(cycles.name, [key])
+        started = time.perf_counter()
+        log.info("cycle %s: running the flywheel_cycle job", key)
+        result = defs.resolve_job_def("flywheel_cycle").execute_in_process(
+            partition_key=key, instance=instance, raise_on_error=False
+        )
+        if not result.success:
+            raise RuntimeError(f"cycle {key} failed; its run is in the Dagster UI")
+        timings.append(
+            {
+                "cycle": key,
+                "wall": time.perf_counter() - started,
+                "training": materialization_value(instance, "lora_adapter", key, "wall_s"),
+                "inference": materialization_value(
+                    instance, "student_answers", key, "inference_seconds"
+                )
+                + materialization_value(instance, "heldout_evaluation", key, "inference_seconds"),
+            }
+        )
+    return timings
