@@ -96,7 +96,7 @@ def load_latest_checkpoint(root: Path | None, fingerprint: str) -> dict[str, Any
     if root is None:
         return None
     for step, path in reversed(_step_dirs(Path(root))):
-        payload = torch.load(path / STATE_FILE, weights_only=True)
+        payload = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
         if payload.get("fingerprint") == fingerprint:
             logger.info("resuming from checkpoint %s (step %d)", path, step)
             return payload
