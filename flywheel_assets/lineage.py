@@ -6,6 +6,7 @@ import json
 
 import polars as pl
 
+from flywheel_assets.teaching.stopping import TrainingHistory
 from resources.artifact_store import ArtifactRef
 from resources.lineage_store import LineageStore
 from resources.teacher import Item
@@ -80,3 +81,32 @@ def serving_adapter(store: LineageStore, cycle: str) -> dict | None:
 
 def adapter_ref(row: dict) -> ArtifactRef:
     return ArtifactRef(uri=row["uri"], sha256=row["adapter_sha256"], size_bytes=0)
+
+
+def training_history(store: LineageStore, cycle: str) -> TrainingHistory:
+    """Steps, CUDA seconds and held-out accuracies of the fine-tunes before ``cycle``."""
+    seq = store.cycle_seq(cycle)
+    spent = store.query(
+        """
+        SELECT coalesce(sum(a.steps), 0) AS steps,
+               coalesce(sum(a.train_seconds) FILTER (WHERE a.device = 'cuda'), 0) AS gpu_s
+        FROM adapters a JOIN cycles c USING (cycle)
+        WHERE c.seq < ? AND a.finetune_skipped_reason IS NULL
+        """,
+        [seq],
+    ).row(0, named=True)
+    results = store.query(
+        """
+        SELECT r.role, r.accuracy FROM heldout_results r
+        JOIN cycles c USING (cycle) JOIN adapters a USING (cycle)
+        WHERE c.seq < ? AND a.finetune_skipped_reason IS NULL ORDER BY c.seq
+        """,
+        [seq],
+    )
+    incoming = results.filter(pl.col("role") == "incoming")["accuracy"].head(1).to_list()
+    candidates = results.filter(pl.col("role") == "candidate")["accuracy"].to_list()
+    return TrainingHistory(
+        accuracies=incoming + candidates,
+        steps=int(spent["steps"]),
+        gpu_seconds=float(spent["gpu_s"]),
+    )

@@ -47,6 +47,15 @@ class TrainingSettings(_Section):
     seed: int = 0
     loss: Literal["label", "completion"] = "label"
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    checkpoint_every: int = Field(10, ge=1)
+    eval_every: int = Field(10, ge=0)
+    patience: int = Field(3, ge=1)
+    validation_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    # Stopping rule (see flywheel_assets/teaching/stopping.py); null disables a rule.
+    plateau_cycles: int | None = Field(3, ge=1)
+    plateau_min_gain: float = Field(0.02, ge=0.0)  # held-out accuracy (0.02 = 2 points)
+    max_total_steps: int | None = Field(None, ge=1)
+    max_gpu_hours: float | None = Field(None, gt=0.0)
 
 
 class HeldoutSettings(_Section):

@@ -30,6 +30,13 @@ class FineTuneJob(BaseModel):
     num_threads: int
     loss: str = "label"  # "label" | "completion"
     dtype: str = "auto"  # "auto" | "float32" | "bfloat16"
+    # Crash resume: a directory the asset keeps between attempts (None = no checkpoints).
+    checkpoint_dir: str | None = None
+    checkpoint_every: int = 10
+    # Early stop on a hash-selected validation split of the curriculum (eval_every 0 = off).
+    eval_every: int = 10
+    patience: int = 3
+    validation_fraction: float = 0.1
 
 
 class FineTuneLauncher(dg.ConfigurableResource, ABC):

@@ -52,7 +52,8 @@ TABLES: dict[str, str] = {
         cycle VARCHAR, adapter_sha256 VARCHAR, uri VARCHAR, base_model VARCHAR,
         init_adapter_sha256 VARCHAR, curriculum_cycle VARCHAR, curriculum_size INTEGER,
         steps INTEGER, final_loss DOUBLE, train_seconds DOUBLE, config VARCHAR,
-        created_at TIMESTAMP, asset_version VARCHAR
+        created_at TIMESTAMP, asset_version VARCHAR, data_version VARCHAR, device VARCHAR,
+        finetune_skipped_reason VARCHAR
     """,
     "heldout_scores": """
         model_ref VARCHAR, item_id VARCHAR, severity VARCHAR, predicted VARCHAR
@@ -81,8 +82,28 @@ TABLES: dict[str, str] = {
 }
 
 
+# Columns added after a table's first release: stores created earlier get them on connect.
+ADDED_COLUMNS: dict[str, list[str]] = {
+    # data_version: sha256 of the curriculum file trained on; device: cpu | cuda;
+    # finetune_skipped_reason: set when the stopping rule re-used the previous adapter.
+    "adapters": [
+        "data_version VARCHAR",
+        "device VARCHAR",
+        "finetune_skipped_reason VARCHAR",
+    ],
+}
+
+
+def migration_statements() -> list[str]:
+    return [
+        f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column}"
+        for table, columns in ADDED_COLUMNS.items()
+        for column in columns
+    ]
+
+
 def create_statements() -> list[str]:
     tables = [
         f"CREATE TABLE IF NOT EXISTS {name} ({cols.strip()})" for name, cols in TABLES.items()
     ]
-    return tables + view_statements()
+    return tables + migration_statements() + view_statements()

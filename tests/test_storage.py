@@ -47,3 +47,18 @@ def test_artifacts_are_content_addressed_and_verified(tmp_path):
     (path / "weights.bin").write_bytes(b"tampered")
     with pytest.raises(Exception, match="corrupted"):
         store.local_dir(ref)
+
+
+def test_a_store_from_before_the_registry_columns_gains_them(tmp_path):
+    import duckdb
+
+    from resources.lineage_schema import ADDED_COLUMNS, TABLES
+
+    old_columns = TABLES["adapters"].split(", data_version")[0]
+    with duckdb.connect(str(tmp_path / "lineage.duckdb")) as con:
+        con.execute(f"CREATE TABLE adapters ({old_columns})")
+        con.execute("INSERT INTO adapters (cycle, adapter_sha256) VALUES ('a', 'abc')")
+    store = LineageStore(home=str(tmp_path))
+    adapters = store.query("SELECT * FROM adapters")
+    added = [column.split()[0] for column in ADDED_COLUMNS["adapters"]]
+    assert set(added) <= set(adapters.columns) and adapters["adapter_sha256"].to_list() == ["abc"]

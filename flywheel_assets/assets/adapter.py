@@ -1,5 +1,14 @@
-"""lora_adapter: LoRA fine-tune on the cycle's curriculum, warm-started from the last adapter."""
+"""lora_adapter: LoRA fine-tune on the cycle's curriculum, warm-started from the last adapter.
 
+Before training, the stopping rule (``teaching/stopping.py``) may decide the cycle does not
+fine-tune: the asset then records the previous adapter again for this cycle, with the reason in
+``finetune_skipped_reason`` (downstream, ``deployed_student`` publishes no new version).
+Checkpoints live in ``<home>/work/<cycle>/checkpoints/<job fingerprint>/``, which the asset does
+not clear: a re-materialization after a crash resumes there (metadata ``resumed_from_step``),
+while a changed job or curriculum gets a new fingerprint and starts over.
+"""
+
+import hashlib
 import json
 import shutil
 from datetime import UTC, datetime
@@ -11,13 +20,16 @@ import polars as pl
 from flywheel_assets import lineage
 from flywheel_assets.assets.curriculum import curriculum
 from flywheel_assets.partitions import cycle_asset
-from resources.artifact_store import ArtifactStore
+from flywheel_assets.settings import TrainingSettings
+from flywheel_assets.teaching.stopping import StopDecision, decide
+from resources.artifact_store import ArtifactStore, sha256_file
 from resources.finetune import FineTuneJob, FineTuneLauncher
 from resources.flywheel_config import FlywheelConfig
 from resources.lineage_store import LineageStore
 from resources.student import StudentModel
 
-VERSION = "1"
+VERSION = "2"
+_NOT_FINGERPRINTED = {"output_dir", "checkpoint_dir", "examples_path", "num_threads"}
 
 
 def write_examples(store: LineageStore, cycle: str, path: Path) -> int:
@@ -30,6 +42,108 @@ def write_examples(store: LineageStore, cycle: str, path: Path) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.write_ndjson(path)
     return frame.height
+
+
+def job_fingerprint(job: FineTuneJob, data_version: str) -> str:
+    """Short hash of the job minus its paths, plus the curriculum's sha256."""
+    fields = job.model_dump(exclude=_NOT_FINGERPRINTED)
+    payload = json.dumps(fields, sort_keys=True) + data_version
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def checkpoint_dir(work: Path, fingerprint: str) -> Path:
+    """This job's checkpoint dir; other jobs' checkpoints of the cycle are removed."""
+    root = work / "checkpoints"
+    if root.is_dir():
+        for stale in root.iterdir():
+            if stale.name != fingerprint:
+                shutil.rmtree(stale, ignore_errors=True)
+    return root / fingerprint
+
+
+def build_job(
+    training: TrainingSettings,
+    student: StudentModel,
+    work: Path,
+    init_dir: Path | None,
+    max_steps: int,
+) -> FineTuneJob:
+    return FineTuneJob(
+        base_model_path=str(student.base_model_path()),
+        examples_path=str(work / "curriculum.jsonl"),
+        output_dir=str(work / "adapter"),
+        init_adapter_dir=str(init_dir) if init_dir else None,
+        learning_rate=training.learning_rate,
+        batch_size=training.batch_size,
+        max_steps=max_steps,
+        lora_r=training.lora_r,
+        lora_alpha=training.lora_alpha,
+        lora_dropout=training.lora_dropout,
+        layers_to_train=training.layers_to_train,
+        max_prompt_tokens=student.max_prompt_tokens,
+        seed=training.seed,
+        num_threads=student.num_threads,
+        loss=training.loss,
+        dtype=training.dtype,
+        checkpoint_every=training.checkpoint_every,
+        eval_every=training.eval_every,
+        patience=training.patience,
+        validation_fraction=training.validation_fraction,
+    )
+
+
+def stop_decision(store: LineageStore, cycle: str, training: TrainingSettings) -> StopDecision:
+    return decide(
+        lineage.training_history(store, cycle),
+        training.steps_per_cycle,
+        training.plateau_cycles,
+        training.plateau_min_gain,
+        training.max_total_steps,
+        training.max_gpu_hours,
+    )
+
+
+def reuse_previous(
+    context: dg.AssetExecutionContext,
+    store: LineageStore,
+    student: StudentModel,
+    decision: StopDecision,
+    size: int,
+) -> dg.MaterializeResult:
+    """Record the previous adapter as this cycle's (no training), saying which rule stopped it."""
+    cycle = context.partition_key
+    previous = lineage.previous_adapter(store, cycle)
+    if previous is None:
+        raise dg.Failure(f"{decision.detail}, and no earlier adapter to re-use")
+    context.log.info(f"no fine-tune this cycle ({decision.reason}): {decision.detail}")
+    row = {
+        **previous,
+        "cycle": cycle,
+        "init_adapter_sha256": previous["adapter_sha256"],
+        "curriculum_cycle": cycle,
+        "curriculum_size": size,
+        "steps": 0,
+        "final_loss": None,
+        "train_seconds": 0.0,
+        "config": json.dumps({"skipped": decision.reason, "detail": decision.detail}),
+        "created_at": datetime.now(UTC),
+        "asset_version": VERSION,
+        "device": None,
+        "finetune_skipped_reason": decision.reason,
+    }
+    store.replace_rows("adapters", pl.DataFrame([row]), cycle=cycle)
+    return dg.MaterializeResult(
+        metadata={
+            "finetune_skipped_reason": decision.reason,
+            "finetune_skipped_detail": decision.detail,
+            "steps": 0,
+            "adapter_sha256": previous["adapter_sha256"],
+            "adapter_uri": dg.MetadataValue.url(previous["uri"]),
+            "reused_adapter_from_cycle": previous["cycle"],
+            "base_model": student.base_model_id(),
+            "curriculum_size": size,
+        }
+    )
 
 
 @cycle_asset(VERSION, deps=[curriculum], pool="finetune")
@@ -47,25 +161,15 @@ def lora_adapter(
     work = Path(store.home) / "work" / cycle
     shutil.rmtree(work / "adapter", ignore_errors=True)
     size = write_examples(store, cycle, work / "curriculum.jsonl")
+    decision = stop_decision(store, cycle, training)
+    if decision.reason is not None:
+        return reuse_previous(context, store, student, decision, size)
     previous = lineage.previous_adapter(store, cycle)
     init_dir = artifacts.local_dir(lineage.adapter_ref(previous)) if previous else None
-    job = FineTuneJob(
-        base_model_path=str(student.base_model_path()),
-        examples_path=str(work / "curriculum.jsonl"),
-        output_dir=str(work / "adapter"),
-        init_adapter_dir=str(init_dir) if init_dir else None,
-        learning_rate=training.learning_rate,
-        batch_size=training.batch_size,
-        max_steps=training.steps_per_cycle,
-        lora_r=training.lora_r,
-        lora_alpha=training.lora_alpha,
-        lora_dropout=training.lora_dropout,
-        layers_to_train=training.layers_to_train,
-        max_prompt_tokens=student.max_prompt_tokens,
-        seed=training.seed,
-        num_threads=student.num_threads,
-        loss=training.loss,
-        dtype=training.dtype,
+    job = build_job(training, student, work, init_dir, decision.max_steps)
+    data_version = sha256_file(Path(job.examples_path))
+    job = job.model_copy(
+        update={"checkpoint_dir": str(checkpoint_dir(work, job_fingerprint(job, data_version)))}
     )
     context.log.info(
         f"fine-tuning on {size} examples for {job.max_steps} steps, warm start: "
@@ -73,7 +177,7 @@ def lora_adapter(
     )
     reported = finetune.launch(context, job)
     ref = artifacts.put_dir(Path(job.output_dir), "adapters")
-    runner = dict(reported.metadata or {})
+    runner = {key: _value(entry) for key, entry in (reported.metadata or {}).items()}
     row = {
         "cycle": cycle,
         "adapter_sha256": ref.sha256,
@@ -82,21 +186,25 @@ def lora_adapter(
         "init_adapter_sha256": previous["adapter_sha256"] if previous else None,
         "curriculum_cycle": cycle,
         "curriculum_size": size,
-        "steps": int(_value(runner.get("steps", job.max_steps))),
-        "final_loss": float(_value(runner.get("final_loss", float("nan")))),
-        "train_seconds": float(_value(runner.get("wall_s", 0.0))),
+        "steps": int(runner.get("steps", job.max_steps)),
+        "final_loss": float(runner.get("final_loss", float("nan"))),
+        "train_seconds": float(runner.get("wall_s", 0.0)),
         "config": json.dumps(job.model_dump()),
         "created_at": datetime.now(UTC),
         "asset_version": VERSION,
+        "data_version": data_version,
+        "device": str(runner.get("device", "cpu")),
+        "finetune_skipped_reason": None,
     }
     store.replace_rows("adapters", pl.DataFrame([row]), cycle=cycle)
     return dg.MaterializeResult(
         metadata={
-            **runner,
+            **(reported.metadata or {}),
             "adapter_sha256": ref.sha256,
             "adapter_uri": dg.MetadataValue.url(ref.uri),
             "adapter_bytes": ref.size_bytes,
             "base_model": student.base_model_id(),
+            "data_version": data_version,
             "warm_start_adapter_sha256": row["init_adapter_sha256"] or "none",
             "warm_start_from_cycle": previous["cycle"] if previous else "none",
             "curriculum_size": size,

@@ -16,6 +16,25 @@ from resources.triton_repository import TritonModelRepository
 VERSION = "1"
 
 
+def keep_serving(
+    context: dg.AssetExecutionContext, store: LineageStore, adapter: dict, serving: dict
+) -> dg.MaterializeResult:
+    """The cycle's adapter already serves (fine-tune skipped): no new version, no deployment row."""
+    cycle = context.partition_key
+    store.replace_rows("deployments", pl.DataFrame(), cycle=cycle)
+    reason = adapter.get("finetune_skipped_reason") or "same adapter"
+    context.log.info(f"no new deployment: v{serving['model_version']} already serves it ({reason})")
+    return dg.MaterializeResult(
+        metadata={
+            "deployed": False,
+            "finetune_skipped_reason": reason,
+            "model_version": serving["model_version"],
+            "adapter_sha256": adapter["adapter_sha256"],
+            "serving_since_cycle": serving["deployed_in"],
+        }
+    )
+
+
 @cycle_asset(VERSION, deps=[heldout_evaluation])
 def deployed_student(
     context: dg.AssetExecutionContext,
@@ -30,6 +49,9 @@ def deployed_student(
     if adapters.is_empty():
         raise dg.Failure(f"cycle {cycle} has no adapter to deploy")
     adapter = adapters.row(0, named=True)
+    serving = lineage.serving_adapter(store, cycle)
+    if serving is not None and serving["adapter_sha256"] == adapter["adapter_sha256"]:
+        return keep_serving(context, store, adapter, serving)
     adapter_dir = artifacts.local_dir(lineage.adapter_ref(adapter))  # verifies sha256
     published = model_repository.publish(
         adapter_dir,
@@ -51,6 +73,7 @@ def deployed_student(
     context.log.info(f"{published.model_name} v{published.version} serves {adapter['uri']}")
     return dg.MaterializeResult(
         metadata={
+            "deployed": True,
             "model_name": published.model_name,
             "model_version": published.version,
             "version_path": dg.MetadataValue.path(published.path),

@@ -134,5 +134,6 @@ def heldout_evaluation(
                 table(["severity", "incoming recall", "candidate recall"], recall_rows)
             ),
             "accuracy_over_cycles": dg.MetadataValue.md(history_plot(store, cycle, majority)),
+            "finetune_skipped_reason": candidate["finetune_skipped_reason"][0] or "none",
         }
     )

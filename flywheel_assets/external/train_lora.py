@@ -4,14 +4,20 @@ Under Dagster::
 
     python -m flywheel_assets.external.train_lora
 
-reads the job from the Pipes extra ``"job"``: the ``TrainConfig`` fields plus ``examples_path``
-(JSONL or parquet with columns code, review, severity, weight). It logs ``step i/N loss x.xxxx``
-every step, saves the adapter to ``output_dir`` and reports an asset materialization with the
-run's metrics.
+reads the job from the Pipes extra ``"job"``: ``TrainConfig`` fields plus ``examples_path``
+(JSONL or parquet with columns code, review, severity, weight), on top of the recipe file
+``recipes/lora_cpu.yaml`` (the job's fields win). It logs ``step i/N loss x.xxxx`` every step,
+saves the adapter to ``output_dir`` and reports an asset materialization with the run's metrics.
+With ``checkpoint_dir`` in the job, a re-run after a crash resumes from the last checkpoint.
 
-Without Dagster (debugging), pass the same job as a JSON file::
+Without Dagster (debugging), pass the same job as a JSON file, optionally another recipe file and
+dotlist overrides (highest precedence)::
 
-    python -m flywheel_assets.external.train_lora --job job.json
+    python -m flywheel_assets.external.train_lora --job job.json learning_rate=1e-3 max_steps=20
+    python -m flywheel_assets.external.train_lora --config my_recipe.yaml --job job.json
+
+For the crash-resume test only: ``FLYWHEEL_TEST_CRASH_AFTER_STEP=k`` in the environment kills
+the process with SIGKILL right after step ``k`` (and its checkpoint, if one is due) is done.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import signal
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -28,6 +36,7 @@ from dagster_pipes import PipesContext, PipesEnvVarParamsLoader, open_dagster_pi
 
 logger = logging.getLogger("flywheel_assets.external.train_lora")
 EXAMPLE_COLUMNS = ("code", "review", "severity", "weight")
+CRASH_ENV = "FLYWHEEL_TEST_CRASH_AFTER_STEP"
 
 
 class _LocalReporter:
@@ -64,7 +73,8 @@ def read_examples(path: Path) -> list[dict[str, Any]]:
 
 
 def materialization_metadata(metrics: Mapping[str, Any], n_examples: int) -> dict[str, Any]:
-    """Plain-number/string metadata for the materialization event."""
+    """Plain-number/string (and one JSON) metadata for the materialization event."""
+    curve = [{"step": int(s), "loss": round(float(x), 6)} for s, x in metrics["validation_loss"]]
     return {
         "steps": int(metrics["steps"]),
         "examples": n_examples,
@@ -76,21 +86,37 @@ def materialization_metadata(metrics: Mapping[str, Any], n_examples: int) -> dic
         "train_tokens": int(metrics["train_tokens"]),
         "trainable_params": int(metrics["trainable_params"]),
         "dtype": str(metrics["dtype"]),
+        "device": str(metrics["device"]),
         "adapter_dir": str(metrics["output_dir"]),
+        "resumed_from_step": int(metrics["resumed_from_step"]),
+        "train_examples": int(metrics["train_examples"]),
+        "validation_examples": int(metrics["validation_examples"]),
+        "early_stopped": bool(metrics["early_stopped"]),
+        "best_step": int(metrics["best_step"]),
+        "validation_loss": {"raw_value": curve, "type": "json"},
     }
 
 
-def run_job(job: Mapping[str, Any], reporter: PipesContext | _LocalReporter) -> dict[str, Any]:
+def _crash_after_step() -> int | None:
+    raw = os.environ.get(CRASH_ENV)
+    return int(raw) if raw else None
+
+
+def run_job(
+    job: Mapping[str, Any],
+    reporter: PipesContext | _LocalReporter,
+    recipe: Path | None = None,
+    overrides: Sequence[str] = (),
+) -> dict[str, Any]:
     """Train as ``job`` says, streaming progress and the result to ``reporter``."""
     import torch
 
-    from flywheel_assets.ml.lora_training import TrainConfig, train_lora
+    from flywheel_assets.external.recipe import resolve_config
+    from flywheel_assets.ml.lora_training import set_threads, train_lora
 
-    fields = dict(job)
-    examples_path = Path(fields.pop("examples_path"))
-    config = TrainConfig.model_validate(fields)
-    if config.num_threads is not None:
-        torch.set_num_threads(config.num_threads)
+    config, examples_path = resolve_config(job, recipe, overrides)
+    set_threads(config.num_threads)
+    crash_after = _crash_after_step()
     examples = read_examples(examples_path)
     reporter.log.info(
         f"training LoRA on {len(examples)} examples for {config.max_steps} steps "
@@ -99,8 +125,13 @@ def run_job(job: Mapping[str, Any], reporter: PipesContext | _LocalReporter) -> 
 
     def on_step(step: int, loss: float) -> None:
         reporter.log.info(f"step {step}/{config.max_steps} loss {loss:.4f}")
+        if step == crash_after:
+            reporter.log.warning(f"{CRASH_ENV}={crash_after}: killing the training process")
+            os.kill(os.getpid(), signal.SIGKILL)
 
     metrics = train_lora(config, examples, on_step)
+    if metrics["resumed_from_step"]:
+        reporter.log.info(f"resumed from the checkpoint of step {metrics['resumed_from_step']}")
     metadata = materialization_metadata(metrics, len(examples))
     reporter.report_asset_materialization(metadata=metadata)
     return metadata
@@ -109,15 +140,18 @@ def run_job(job: Mapping[str, Any], reporter: PipesContext | _LocalReporter) -> 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--job", type=Path, help="job JSON file (when not launched by Dagster)")
+    parser.add_argument("--config", type=Path, help="recipe YAML (default recipes/lora_cpu.yaml)")
+    parser.add_argument("overrides", nargs="*", help="key=value TrainConfig overrides")
     args = parser.parse_args(argv)
     if PipesEnvVarParamsLoader().is_dagster_pipes_process():
         with open_dagster_pipes() as pipes:
-            run_job(pipes.get_extra("job"), pipes)
+            run_job(pipes.get_extra("job"), pipes, args.config, args.overrides)
         return 0
     if args.job is None:
         parser.error("not launched by Dagster Pipes: pass --job job.json")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    run_job(json.loads(args.job.read_text(encoding="utf-8")), _LocalReporter())
+    job = json.loads(args.job.read_text(encoding="utf-8"))
+    run_job(job, _LocalReporter(), args.config, args.overrides)
     return 0
 
 

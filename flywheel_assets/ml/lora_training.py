@@ -11,8 +11,17 @@ Cost levers (see the measurements in the module's report):
 - ``layers_to_train``: LoRA only on the top N decoder layers, so backward stops there;
 - ``lm_head`` is applied only at the positions that carry loss (the decoder's hidden states are
   gathered first), instead of materialising full-vocabulary logits for every position;
-- ``dtype="bfloat16"`` runs the forward/backward under CPU bf16 autocast (LoRA weights and
-  AdamW state stay fp32); only worth it on CPUs with avx512_bf16 / AMX, which ``"auto"`` checks.
+- ``dtype="bfloat16"`` runs the forward/backward under bf16 autocast (LoRA weights and
+  AdamW state stay fp32); on CPU only worth it with avx512_bf16 / AMX, which ``"auto"`` checks;
+  on CUDA (``device="auto"`` picks it when present) ``"auto"`` means bf16 where supported.
+
+Robustness: with ``checkpoint_dir`` set, every ``checkpoint_every`` steps the LoRA weights,
+optimizer, scheduler, RNG states and loop state (step = position in the batch stream) are saved
+atomically, and a new run with the same config and data resumes from the latest checkpoint and
+ends with the same adapter as an uninterrupted run. With ``eval_every > 0`` a hash-selected
+validation split (``early_stopping.py``) is scored at step 0, every ``eval_every`` steps and at
+the end; the run stops after ``patience`` evaluations without improvement and the saved adapter
+is the best one on validation.
 """
 
 from __future__ import annotations
@@ -31,6 +40,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
 
 from flywheel_assets.ml.base_model import load_tokenizer
+from flywheel_assets.ml.checkpoints import (
+    clear_checkpoints,
+    load_latest_checkpoint,
+    load_trainable_state,
+    restore_rng_state,
+    rng_state,
+    run_fingerprint,
+    save_checkpoint,
+    trainable_state,
+)
+from flywheel_assets.ml.early_stopping import EarlyStopping, split_validation
 from flywheel_assets.ml.scoring import logits_at, pad_right
 from flywheel_assets.ml.severity_prompt import (
     SEVERITIES,
@@ -74,6 +94,18 @@ class TrainConfig(BaseModel):
     # the objective that matches how the student is scored (see scoring.py); still no loss on
     # the prompt.
     loss: Literal["completion", "label"] = "label"
+    # "auto": CUDA when available (model and batches on the GPU), else CPU.
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    checkpoint_dir: Path | None = None  # save + resume here; None = no checkpoints
+    checkpoint_every: int = Field(10, ge=1)
+    eval_every: int = Field(0, ge=0)  # 0 = no validation split, no early stop
+    patience: int = Field(3, ge=1)  # evaluations without improvement before stopping
+    validation_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    min_validation_examples: int = Field(4, ge=1)  # fewer held back -> no validation at all
+
+
+# Fields that do not change what a run computes (left out of its fingerprint).
+_NOT_FINGERPRINTED = {"output_dir", "checkpoint_dir", "num_threads"}
 
 
 class Encoded(BaseModel):
@@ -125,8 +157,12 @@ def length_bucketed_batches(
         yield from batches
 
 
+def _device_of(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
 def _weighted_mean(per_example: torch.Tensor, batch: Sequence[Encoded]) -> torch.Tensor:
-    weights = torch.tensor([ex.weight for ex in batch])
+    weights = torch.tensor([ex.weight for ex in batch], device=per_example.device)
     return (weights * per_example).sum() / weights.sum().clamp_min(1e-12)
 
 
@@ -134,11 +170,13 @@ def label_loss(
     model: torch.nn.Module, batch: Sequence[Encoded], pad_id: int, label_ids: Sequence[int]
 ) -> torch.Tensor:
     """Weighted 4-way cross-entropy over the labels' first tokens at the answer position."""
+    device = _device_of(model)
     input_ids, mask = pad_right([ex.ids[: ex.prompt_len] for ex in batch], pad_id)
-    rows = torch.arange(len(batch))
-    cols = torch.tensor([ex.prompt_len - 1 for ex in batch])
-    logits = logits_at(model, input_ids, mask, rows, cols)[:, list(label_ids)]
-    targets = torch.tensor([ex.label for ex in batch])
+    rows = torch.arange(len(batch), device=device)
+    cols = torch.tensor([ex.prompt_len - 1 for ex in batch], device=device)
+    logits = logits_at(model, input_ids.to(device), mask.to(device), rows, cols)
+    logits = logits[:, list(label_ids)]
+    targets = torch.tensor([ex.label for ex in batch], device=device)
     per_example = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none")
     return _weighted_mean(per_example, batch)
 
@@ -152,11 +190,14 @@ def batch_loss(model: torch.nn.Module, batch: Sequence[Encoded], pad_id: int) ->
             rows.append(row)
             cols.append(pos)
             targets.append(ex.ids[pos + 1])
-    row_t = torch.tensor(rows)
-    logits = logits_at(model, input_ids, mask, row_t, torch.tensor(cols))
-    token_loss = torch.nn.functional.cross_entropy(logits, torch.tensor(targets), reduction="none")
-    per_example = torch.zeros(len(batch)).index_add(0, row_t, token_loss)
-    counts = torch.zeros(len(batch)).index_add(0, row_t, torch.ones_like(token_loss))
+    device = _device_of(model)
+    row_t = torch.tensor(rows, device=device)
+    col_t = torch.tensor(cols, device=device)
+    logits = logits_at(model, input_ids.to(device), mask.to(device), row_t, col_t)
+    target_t = torch.tensor(targets, device=device)
+    token_loss = torch.nn.functional.cross_entropy(logits, target_t, reduction="none")
+    per_example = torch.zeros(len(batch), device=device).index_add(0, row_t, token_loss)
+    counts = torch.zeros(len(batch), device=device).index_add(0, row_t, torch.ones_like(token_loss))
     return _weighted_mean(per_example / counts, batch)
 
 
@@ -205,11 +246,38 @@ def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def resolve_device(config: TrainConfig) -> str:
+    """The device a run will use ("auto" resolved)."""
+    if config.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device=cuda but torch sees no CUDA device")
+    return config.device
+
+
 def effective_dtype(config: TrainConfig) -> str:
-    """The compute dtype a run will use ("auto" resolved)."""
+    """The compute dtype a run will use ("auto" resolved for its device)."""
     if config.dtype != "auto":
         return config.dtype
+    if resolve_device(config) == "cuda":
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
     return "bfloat16" if cpu_has_native_bf16() else "float32"
+
+
+def _autocast(config: TrainConfig) -> Any:
+    if effective_dtype(config) != "bfloat16":
+        return nullcontext()
+    return torch.autocast(resolve_device(config), dtype=torch.bfloat16)
+
+
+def set_threads(num_threads: int | None) -> None:
+    """Intra-op threads as configured, one inter-op thread (LoRA steps are one op chain)."""
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # only settable before the first parallel op of the process
+        pass
 
 
 def _seed_everything(seed: int) -> None:
@@ -224,50 +292,141 @@ def _optimizer(
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config))
 
 
-def _train_loop(
-    config: TrainConfig,
-    model: torch.nn.Module,
-    data: list[Encoded],
-    tokenizer: PreTrainedTokenizerBase,
-    on_step: Callable[[int, float], None] | None,
-) -> tuple[list[float], int]:
-    """Run ``max_steps`` optimiser steps; returns per-step losses and input tokens processed."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer, scheduler = _optimizer(config, params)
-    batches = length_bucketed_batches(
-        [len(ex.ids) for ex in data], config.batch_size, random.Random(config.seed)
-    )
+def _loss_fn(
+    config: TrainConfig, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase
+) -> Callable[[Sequence[Encoded]], torch.Tensor]:
     pad_id = tokenizer.pad_token_id
     if config.loss == "label":
         label_ids = label_first_token_ids(tokenizer)
+        return lambda batch: label_loss(model, batch, pad_id, label_ids)
+    return lambda batch: batch_loss(model, batch, pad_id)
 
-        def loss_fn(batch: Sequence[Encoded]) -> torch.Tensor:
-            return label_loss(model, batch, pad_id, label_ids)
-    else:
 
-        def loss_fn(batch: Sequence[Encoded]) -> torch.Tensor:
-            return batch_loss(model, batch, pad_id)
-
-    dtype = effective_dtype(config)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bfloat16" else nullcontext()
-    losses: list[float] = []
-    tokens = 0
+def validation_loss(
+    loss_fn: Callable[[Sequence[Encoded]], torch.Tensor],
+    model: torch.nn.Module,
+    data: Sequence[Encoded],
+    batch_size: int,
+    autocast: Any,
+) -> float:
+    """Weighted mean loss over ``data`` in eval mode (no dropout, no gradients)."""
+    order = sorted(range(len(data)), key=lambda i: len(data[i].ids))
+    total = weight = 0.0
+    model.eval()
+    with torch.no_grad(), autocast:
+        for start in range(0, len(order), batch_size):
+            batch = [data[i] for i in order[start : start + batch_size]]
+            batch_weight = sum(ex.weight for ex in batch)
+            total += float(loss_fn(batch)) * batch_weight
+            weight += batch_weight
     model.train()
-    for step in range(1, config.max_steps + 1):
-        batch = [data[i] for i in next(batches)]
-        with autocast:
-            loss = loss_fn(batch)
-        optimizer.zero_grad(set_to_none=True)
+    return total / weight if weight > 0 else math.nan
+
+
+class LoopState(BaseModel):
+    """What the training loop has done so far (saved in every checkpoint)."""
+
+    step: int = 0  # optimiser steps done = batches taken from the stream
+    losses: list[float] = []
+    tokens: int = 0
+    early: EarlyStopping
+    early_stopped: bool = False
+
+
+class _Trainer:
+    """One run's model, optimiser, data and state; ``run`` trains and returns the state."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        model: torch.nn.Module,
+        data: tuple[list[Encoded], list[Encoded]],
+        tokenizer: PreTrainedTokenizerBase,
+        fingerprint: str,
+    ) -> None:
+        self.config, self.model, self.fingerprint = config, model, fingerprint
+        self.train_data, self.val_data = data
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer, self.scheduler = _optimizer(config, self.params)
+        self.loss_fn = _loss_fn(config, model, tokenizer)
+        self.autocast = _autocast(config)
+        self.state = LoopState(early=EarlyStopping(patience=config.patience))
+        self.best: dict[str, torch.Tensor] | None = None
+        self.resumed_from_step = self.resumed_tokens = 0
+
+    def resume(self) -> None:
+        payload = load_latest_checkpoint(self.config.checkpoint_dir, self.fingerprint)
+        if payload is None:
+            return
+        load_trainable_state(self.model, payload["lora"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["scheduler"])
+        self.state = LoopState.model_validate(payload["state"])
+        self.best = payload["best"]
+        restore_rng_state(payload["rng"])
+        self.resumed_from_step, self.resumed_tokens = self.state.step, self.state.tokens
+
+    def checkpoint(self) -> None:
+        payload = {
+            "fingerprint": self.fingerprint,
+            "lora": trainable_state(self.model),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "state": self.state.model_dump(),
+            "best": self.best,
+            "rng": rng_state(),
+        }
+        save_checkpoint(Path(self.config.checkpoint_dir), self.state.step, payload)
+
+    def evaluate(self) -> None:
+        loss = validation_loss(
+            self.loss_fn, self.model, self.val_data, self.config.batch_size, self.autocast
+        )
+        if self.state.early.update(self.state.step, loss):
+            self.best = trainable_state(self.model)
+        self.state.early_stopped = self.state.early.should_stop
+        logger.info("step %d validation loss %.4f", self.state.step, loss)
+
+    def step(self, batch: list[Encoded]) -> float:
+        with self.autocast:
+            loss = self.loss_fn(batch)
+        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if config.max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        losses.append(float(loss.detach()))
-        tokens += sum(ex.prompt_len if config.loss == "label" else len(ex.ids) - 1 for ex in batch)
-        if on_step is not None:
-            on_step(step, losses[-1])
-    return losses, tokens
+        if self.config.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.params, self.config.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        label_only = self.config.loss == "label"
+        self.state.tokens += sum(ex.prompt_len if label_only else len(ex.ids) - 1 for ex in batch)
+        self.state.step += 1
+        self.state.losses.append(float(loss.detach()))
+        return self.state.losses[-1]
+
+    def run(self, on_step: Callable[[int, float], None] | None) -> LoopState:
+        config, state = self.config, self.state
+        batches = length_bucketed_batches(
+            [len(ex.ids) for ex in self.train_data], config.batch_size, random.Random(config.seed)
+        )
+        for _ in range(state.step):  # the stream position of a resumed run
+            next(batches)
+        evaluating = config.eval_every > 0 and bool(self.val_data)
+        if evaluating and state.step == 0:
+            self.evaluate()
+        self.model.train()
+        while state.step < config.max_steps and not state.early_stopped:
+            loss = self.step([self.train_data[i] for i in next(batches)])
+            if evaluating and (
+                state.step % config.eval_every == 0 or state.step == config.max_steps
+            ):
+                self.evaluate()
+            done = state.step >= config.max_steps or state.early_stopped
+            if config.checkpoint_dir and state.step % config.checkpoint_every == 0 and not done:
+                self.checkpoint()
+            if on_step is not None:
+                on_step(state.step, loss)
+        if self.best is not None:
+            load_trainable_state(self.model, self.best)
+        return state
 
 
 def train_lora(
@@ -279,37 +438,69 @@ def train_lora(
 
     ``on_step(step, loss)`` is called after every optimiser step (1-based). Returns metrics:
     steps, final_loss, mean_loss, losses, train_tokens, tokens_per_s, seconds_per_step, wall_s,
-    trainable_params, dtype, output_dir.
+    trainable_params, dtype, device, output_dir, resumed_from_step, train_examples,
+    validation_examples, validation_loss ([step, loss] pairs), best_step, early_stopped.
     """
-    if config.num_threads is not None:
-        torch.set_num_threads(config.num_threads)
+    set_threads(config.num_threads)
     start = time.perf_counter()
     _seed_everything(config.seed)
     tokenizer = load_tokenizer(config.base_model_path)
-    data = encode_examples(tokenizer, examples, config.max_prompt_tokens)
-    model = build_peft_model(config)
+    train, val = split_validation(
+        examples,
+        config.validation_fraction if config.eval_every else 0.0,
+        config.min_validation_examples,
+    )
+    data = (
+        encode_examples(tokenizer, train, config.max_prompt_tokens),
+        encode_examples(tokenizer, val, config.max_prompt_tokens),
+    )
+    fingerprint = run_fingerprint(
+        config.model_dump(mode="json", exclude=_NOT_FINGERPRINTED), examples
+    )
+    model = build_peft_model(config).to(resolve_device(config))
+    trainer = _Trainer(config, model, data, tokenizer, fingerprint)
+    trainer.resume()
     logger.info(
-        "training %d examples, compute dtype %s, %d threads",
-        len(data),
+        "training %d examples (%d for validation), %s %s, %d threads, from step %d",
+        len(train),
+        len(val),
+        resolve_device(config),
         effective_dtype(config),
         torch.get_num_threads(),
+        trainer.resumed_from_step,
     )
     loop_start = time.perf_counter()
-    losses, tokens = _train_loop(config, model, data, tokenizer, on_step)
+    state = trainer.run(on_step)
     loop_s = time.perf_counter() - loop_start
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output_dir)
+    clear_checkpoints(config.checkpoint_dir)
+    return _metrics(config, trainer, state, loop_s, time.perf_counter() - start)
+
+
+def _metrics(
+    config: TrainConfig, trainer: _Trainer, state: LoopState, loop_s: float, wall_s: float
+) -> dict[str, Any]:
+    steps_now = max(1, state.step - trainer.resumed_from_step)
+    tokens_now = state.tokens - trainer.resumed_tokens
     return {
-        "steps": len(losses),
-        "final_loss": losses[-1],
-        "mean_loss": sum(losses) / len(losses),
-        "losses": losses,
-        "train_tokens": tokens,
-        "tokens_per_s": tokens / loop_s if loop_s > 0 else 0.0,
-        "seconds_per_step": loop_s / len(losses),
-        "wall_s": time.perf_counter() - start,
-        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "steps": state.step,
+        "final_loss": state.losses[-1] if state.losses else math.nan,
+        "mean_loss": sum(state.losses) / len(state.losses) if state.losses else math.nan,
+        "losses": state.losses,
+        "train_tokens": state.tokens,
+        "tokens_per_s": tokens_now / loop_s if loop_s > 0 else 0.0,
+        "seconds_per_step": loop_s / steps_now,
+        "wall_s": wall_s,
+        "trainable_params": sum(p.numel() for p in trainer.params),
         "dtype": effective_dtype(config),
-        "output_dir": str(output_dir),
+        "device": resolve_device(config),
+        "output_dir": str(config.output_dir),
+        "resumed_from_step": trainer.resumed_from_step,
+        "train_examples": len(trainer.train_data),
+        "validation_examples": len(trainer.val_data),
+        "validation_loss": [[step, loss] for step, loss in state.early.curve],
+        "best_step": state.early.best_step if state.early.best_step is not None else state.step,
+        "early_stopped": state.early_stopped,
     }
