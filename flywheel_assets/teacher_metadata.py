@@ -9,8 +9,13 @@ from resources.lineage_store import LineageStore
 from resources.teacher import QuarantinedOutput, TeacherUsage
 
 QUARANTINE_SCHEMA = {
-    "cycle": pl.String, "asset": pl.String, "call_key": pl.String, "item_index": pl.Int32,
-    "raw": pl.String, "reason": pl.String, "asset_version": pl.String,
+    "cycle": pl.String,
+    "asset": pl.String,
+    "call_key": pl.String,
+    "item_index": pl.Int32,
+    "raw": pl.String,
+    "reason": pl.String,
+    "asset_version": pl.String,
 }
 
 
@@ -19,8 +24,10 @@ def store_quarantine(
 ) -> int:
     """Replace the asset's quarantine rows of the cycle (idempotent per cycle and asset)."""
     frame = pl.DataFrame(
-        [{**q.model_dump(), "cycle": cycle, "asset": asset, "asset_version": version}
-         for q in rows],
+        [
+            {**q.model_dump(), "cycle": cycle, "asset": asset, "asset_version": version}
+            for q in rows
+        ],
         schema=QUARANTINE_SCHEMA,
     )
     return store.replace_rows("teacher_quarantine", frame, cycle=cycle, asset=asset)

@@ -116,8 +116,11 @@ def evaluation_prompt(
         f"{t} -> {p}": n for t, row in report["confusion"].items() for p, n in row.items() if n
     }
     results = [
-        {**item_payload(q, with_severity=False), "answer_key": q["severity"],
-         "student_answer": q["predicted"]}
+        {
+            **item_payload(q, with_severity=False),
+            "answer_key": q["severity"],
+            "student_answer": q["predicted"],
+        }
         for q in graded
     ]
     return render_prompt(
@@ -134,7 +137,10 @@ def evaluation_prompt(
 
 
 def judge_prompt(
-    item: dict, explanation_a: str, explanation_b: str, reference: str | None,
+    item: dict,
+    explanation_a: str,
+    explanation_b: str,
+    reference: str | None,
     redactor: Redactor | None,
 ) -> str:
     payload = {

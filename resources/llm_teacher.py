@@ -112,7 +112,7 @@ class LLMTeacher(Teacher):
     # -- the three tasks ---------------------------------------------------------------------
     def write_exam(self, request: ExamRequest) -> ExamResult:
         allocation = allocate(
-            request.num_questions, request.previous_recalls, request.min_share_per_class
+            request.num_questions, request.previous_strengths, request.min_share_per_class
         )
         pool = [item.model_dump() for item in request.pool]
         f = self.candidates_per_item
@@ -121,9 +121,7 @@ class LLMTeacher(Teacher):
             for s, n in allocation.items()
         }
         chunks = split_chunks("exam", ranked, allocation, self.questions_per_call, f)
-        render = partial(
-            self._exam_prompt, request.previous_proficiency, request.previous_feedback
-        )
+        render = partial(self._exam_prompt, request.previous_proficiency, request.previous_feedback)
         usage = TeacherUsage()
         outcomes = self._call(request.cycle, "exam", chunks, render, EXAM_SCHEMA, usage)
         rules = Rules(pool={item.item_id: item for item in request.pool})
@@ -141,13 +139,16 @@ class LLMTeacher(Teacher):
         )
 
     def evaluate_exam(self, request: EvaluationRequest) -> EvaluationResult:
-        recalls = {c: v["recall"] for c, v in request.report["per_class"].items()}
-        quotas = allocate(request.num_new_examples, recalls, request.min_share_per_class)
+        strengths = {c: v["f1"] for c, v in request.report["per_class"].items()}
+        quotas = allocate(request.num_new_examples, strengths, request.min_share_per_class)
         graded = [q.model_dump() for q in request.graded]
         f = self.candidates_per_item
         wide = {s: n * f for s, n in quotas.items()}
         picked = select_examples(
-            graded, [i.model_dump() for i in request.pool], wide, request.exclude_ids,
+            graded,
+            [i.model_dump() for i in request.pool],
+            wide,
+            request.exclude_ids,
             salt=request.cycle,
         )
         ranked = {s: [p for p in picked if p["severity"] == s] for s in quotas}
@@ -165,8 +166,15 @@ class LLMTeacher(Teacher):
         used: set[str] = set()
         for chunk, reply in zip(chunks, parsed, strict=True):
             if reply is not None:
-                accept(reply, "dataset", sum(chunk.counts.values()), rules, used,
-                       chunk.call_key, accepted)
+                accept(
+                    reply,
+                    "dataset",
+                    sum(chunk.counts.values()),
+                    rules,
+                    used,
+                    chunk.call_key,
+                    accepted,
+                )
         grade = _first_grade(chunks, parsed, accepted)
         if not accepted.items and grade is None:
             raise dg.Failure(self._nothing("exam_evaluation", outcomes, accepted, usage))
@@ -201,15 +209,20 @@ class LLMTeacher(Teacher):
             winner = "tie"
             reason = f"the verdict changed with the order (position bias): {valid[0][1]}"
         return JudgeVerdict(
-            winner=winner, reason=reason, teacher=self.teacher_id,
-            prompt_sha256=prompt_sha256("judge_explanations"), usage=usage, valid=bool(valid),
+            winner=winner,
+            reason=reason,
+            teacher=self.teacher_id,
+            prompt_sha256=prompt_sha256("judge_explanations"),
+            usage=usage,
+            valid=bool(valid),
         )
 
     # -- prompts -------------------------------------------------------------------------------
     @staticmethod
     def _exam_prompt(prev_proficiency, prev_feedback, chunk: Chunk, redactor) -> str:
-        return exam_prompt(chunk.counts, chunk.candidates, prev_proficiency, prev_feedback,
-                           redactor)
+        return exam_prompt(
+            chunk.counts, chunk.candidates, prev_proficiency, prev_feedback, redactor
+        )
 
     @staticmethod
     def _evaluation_prompt(report: dict, graded: list[dict], chunk: Chunk, redactor) -> str:
@@ -224,14 +237,23 @@ class LLMTeacher(Teacher):
 
     # -- plumbing ------------------------------------------------------------------------------
     def _call(
-        self, cycle: str, asset: str, chunks: list[Chunk], render: Callable[..., str],
-        schema: dict, usage: TeacherUsage,
+        self,
+        cycle: str,
+        asset: str,
+        chunks: list[Chunk],
+        render: Callable[..., str],
+        schema: dict,
+        usage: TeacherUsage,
     ) -> list[CallOutcome]:
         calls = self._prepare(asset, chunks, render, schema, usage)
         return run_calls(self._batch(cycle, asset), calls, usage)
 
     def _prepare(
-        self, asset: str, chunks: list[Chunk], render: Callable[..., str], schema: dict,
+        self,
+        asset: str,
+        chunks: list[Chunk],
+        render: Callable[..., str],
+        schema: dict,
         usage: TeacherUsage,
     ) -> list[PreparedCall]:
         """Render every prompt (redacted per policy) before anything is sent."""
@@ -253,12 +275,17 @@ class LLMTeacher(Teacher):
 
     def _batch(self, cycle: str, asset: str) -> Batch:
         client = openai.OpenAI(
-            base_url=self.base_url, api_key=self.api_key, max_retries=0,
+            base_url=self.base_url,
+            api_key=self.api_key,
+            max_retries=0,
             timeout=self.request_timeout_s,
         )
         policy = RetryPolicy(self.max_retries, self.backoff_base_s, self.backoff_max_s)
-        params = {"temperature": self.temperature, "max_tokens": self.max_tokens,
-                  "structured_output": self.structured_output}
+        params = {
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "structured_output": self.structured_output,
+        }
 
         def send(call: PreparedCall):
             request = {
@@ -268,13 +295,19 @@ class LLMTeacher(Teacher):
                 "max_tokens": self.max_tokens,
                 "timeout": self.request_timeout_s,
             }
-            return complete(client, request, call.schema if self.structured_output else None,
-                            policy)
+            return complete(
+                client, request, call.schema if self.structured_output else None, policy
+            )
 
-        budget = Budget(self.budget_usd_per_cycle, self.budget_tokens_per_cycle,
-                        self.price_input_per_1m, self.price_output_per_1m)
-        return Batch(self.store, cycle, asset, self.model, params, budget,
-                     self.max_concurrency, send)
+        budget = Budget(
+            self.budget_usd_per_cycle,
+            self.budget_tokens_per_cycle,
+            self.price_input_per_1m,
+            self.price_output_per_1m,
+        )
+        return Batch(
+            self.store, cycle, asset, self.model, params, budget, self.max_concurrency, send
+        )
 
     def _parse_all(
         self, outcomes: list[CallOutcome], list_key: str, usage: TeacherUsage
@@ -288,7 +321,11 @@ class LLMTeacher(Teacher):
         return parsed
 
     def _accept_all(
-        self, chunks: list[Chunk], outcomes: list[CallOutcome], list_key: str, rules: Rules,
+        self,
+        chunks: list[Chunk],
+        outcomes: list[CallOutcome],
+        list_key: str,
+        rules: Rules,
         usage: TeacherUsage,
     ) -> Accepted:
         accepted, used = Accepted(), set()
@@ -302,8 +339,10 @@ class LLMTeacher(Teacher):
     def _notes(accepted: Accepted, usage: TeacherUsage, got: int, wanted: int) -> str:
         parts = [f"{got} of {wanted} items accepted, {len(accepted.quarantine)} quarantined."]
         if accepted.label_overrides:
-            parts.append(f"{accepted.label_overrides} answer keys taken from the data, "
-                         "where the teacher gave another severity.")
+            parts.append(
+                f"{accepted.label_overrides} answer keys taken from the data, "
+                "where the teacher gave another severity."
+            )
         if usage.failed_calls:
             parts.append(f"{usage.failed_calls} call(s) failed after retries.")
         if usage.budget_stop:
@@ -335,17 +374,25 @@ def _first_grade(
         try:
             value = parse_proficiency(document.get("proficiency"))
         except ValueError as exc:
-            accepted.quarantine.append(QuarantinedOutput(
-                call_key=chunk.call_key, item_index=-1,
-                raw=repr(document.get("proficiency"))[:200], reason=f"proficiency: {exc}",
-            ))
+            accepted.quarantine.append(
+                QuarantinedOutput(
+                    call_key=chunk.call_key,
+                    item_index=-1,
+                    raw=repr(document.get("proficiency"))[:200],
+                    reason=f"proficiency: {exc}",
+                )
+            )
             continue
         feedback = document.get("feedback")
         if not isinstance(feedback, str) or not feedback.strip():
-            accepted.quarantine.append(QuarantinedOutput(
-                call_key=chunk.call_key, item_index=-1, raw=repr(feedback)[:200],
-                reason="feedback: missing or not text",
-            ))
+            accepted.quarantine.append(
+                QuarantinedOutput(
+                    call_key=chunk.call_key,
+                    item_index=-1,
+                    raw=repr(feedback)[:200],
+                    reason="feedback: missing or not text",
+                )
+            )
             continue
         grade = grade or (value, feedback.strip())
     return grade

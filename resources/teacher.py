@@ -37,7 +37,7 @@ class ExamRequest(BaseModel):
     avoid_ids: list[str] = Field(default_factory=list)
     previous_proficiency: int | None = None
     previous_feedback: str | None = None
-    previous_recalls: dict[str, float] | None = None
+    previous_strengths: dict[str, float] | None = None  # per-severity F1 of the last exam
 
 
 class QuarantinedOutput(BaseModel):
@@ -154,7 +154,7 @@ class CorpusTeacher(Teacher):
 
     def write_exam(self, request: ExamRequest) -> ExamResult:
         allocation = allocate(
-            request.num_questions, request.previous_recalls, request.min_share_per_class
+            request.num_questions, request.previous_strengths, request.min_share_per_class
         )
         pool = [item.model_dump() for item in request.pool]
         questions = draw_questions(
@@ -168,8 +168,8 @@ class CorpusTeacher(Teacher):
         )
 
     def evaluate_exam(self, request: EvaluationRequest) -> EvaluationResult:
-        recalls = {c: v["recall"] for c, v in request.report["per_class"].items()}
-        quotas = allocate(request.num_new_examples, recalls, request.min_share_per_class)
+        strengths = {c: v["f1"] for c, v in request.report["per_class"].items()}
+        quotas = allocate(request.num_new_examples, strengths, request.min_share_per_class)
         examples = select_examples(
             [q.model_dump() for q in request.graded],
             [item.model_dump() for item in request.pool],
@@ -187,8 +187,12 @@ class CorpusTeacher(Teacher):
         )
 
     def judge_explanations(self, request: JudgeRequest) -> JudgeVerdict:
-        verdict = judge_by_proxy(request.item.model_dump(), request.explanation_a,
-                                 request.explanation_b, request.reference)
+        verdict = judge_by_proxy(
+            request.item.model_dump(),
+            request.explanation_a,
+            request.explanation_b,
+            request.reference,
+        )
         return JudgeVerdict(
             winner=verdict.winner,
             reason=verdict.reason,

@@ -138,8 +138,10 @@ def _finish(
         _ledger(batch, call.call_key, key, 0, 0, 0.0, False, exc.retries, f"failed: {exc}")
         return CallOutcome(call.call_key, None, error=str(exc))
     cost = cost_usd(
-        done.prompt_tokens, done.completion_tokens,
-        batch.budget.input_per_1m, batch.budget.output_per_1m,
+        done.prompt_tokens,
+        done.completion_tokens,
+        batch.budget.input_per_1m,
+        batch.budget.output_per_1m,
     )
     usage.retries += done.retries
     usage.prompt_tokens += done.prompt_tokens
@@ -149,8 +151,15 @@ def _finish(
     reply = CachedReply(done.text, done.output_mode, done.prompt_tokens, done.completion_tokens)
     remember(batch.store, key, batch.model, reply)
     _ledger(
-        batch, call.call_key, key, done.prompt_tokens, done.completion_tokens, cost,
-        False, done.retries, "ok" if done.finish_reason != "length" else "ok: truncated (length)",
+        batch,
+        call.call_key,
+        key,
+        done.prompt_tokens,
+        done.completion_tokens,
+        cost,
+        False,
+        done.retries,
+        "ok" if done.finish_reason != "length" else "ok: truncated (length)",
     )
     return CallOutcome(call.call_key, done.text, done.output_mode)
 
@@ -162,11 +171,27 @@ def _skip(batch: Batch, call: PreparedCall, key: str, why: str, usage: TeacherUs
 
 
 def _ledger(
-    batch: Batch, call_key: str, key: str, prompt_tokens: int, completion_tokens: int,
-    cost: float, cached: bool, retries: int, outcome: str,
+    batch: Batch,
+    call_key: str,
+    key: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+    cost: float,
+    cached: bool,
+    retries: int,
+    outcome: str,
 ) -> None:
     entry = LedgerEntry(
-        batch.cycle, batch.asset, call_key, key, batch.model, prompt_tokens, completion_tokens,
-        cost, cached, retries, outcome,
+        batch.cycle,
+        batch.asset,
+        call_key,
+        key,
+        batch.model,
+        prompt_tokens,
+        completion_tokens,
+        cost,
+        cached,
+        retries,
+        outcome,
     )
     record(batch.store, entry)

@@ -85,9 +85,9 @@ def test_curriculum_grows_and_weighs_the_weak_class_more(two_cycles):
     per_class = json.loads(
         store.query("SELECT per_class FROM evaluations WHERE cycle = 'cycle-2'")["per_class"][0]
     )
-    recalls = {c: v["recall"] for c, v in per_class.items()}
-    weakest, strongest = min(recalls, key=recalls.get), max(recalls, key=recalls.get)
-    if recalls[weakest] < recalls[strongest]:
+    f1 = {c: v["f1"] for c, v in per_class.items()}
+    weakest, strongest = min(f1, key=f1.get), max(f1, key=f1.get)
+    if f1[weakest] < f1[strongest]:
         mean = second.group_by("severity").agg(pl.col("weight").mean())
         weights = dict(zip(mean["severity"], mean["weight"], strict=True))
         assert weights[weakest] > weights[strongest]

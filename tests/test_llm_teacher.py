@@ -21,8 +21,13 @@ from resources.teacher import (
 )
 
 POOL = [
-    Item(item_id=f"{s}-{i}", source="seed", code=f"value_{i} = compute_{s}({i})",
-         review=f"this {s} finding number {i}", severity=s)
+    Item(
+        item_id=f"{s}-{i}",
+        source="seed",
+        code=f"value_{i} = compute_{s}({i})",
+        review=f"this {s} finding number {i}",
+        severity=s,
+    )
     for s in SEVERITIES
     for i in range(6)
 ]
@@ -30,10 +35,18 @@ POOL = [
 
 def make_teacher(endpoint, tmp_path, **kwargs) -> LLMTeacher:
     settings = dict(
-        base_url=endpoint.url, api_key="test-key", model="stub-model",
-        store=LineageStore(home=str(tmp_path)), request_timeout_s=0.5, backoff_base_s=0.01,
-        backoff_max_s=0.5, questions_per_call=2, examples_per_call=2, max_concurrency=2,
-        price_input_per_1m=2.5, price_output_per_1m=10.0,
+        base_url=endpoint.url,
+        api_key="test-key",
+        model="stub-model",
+        store=LineageStore(home=str(tmp_path)),
+        request_timeout_s=0.5,
+        backoff_base_s=0.01,
+        backoff_max_s=0.5,
+        questions_per_call=2,
+        examples_per_call=2,
+        max_concurrency=2,
+        price_input_per_1m=2.5,
+        price_output_per_1m=10.0,
     )
     return LLMTeacher(**{**settings, **kwargs})
 
@@ -111,8 +124,13 @@ def test_evaluation_reads_seven_and_a_half_as_eight(teacher_endpoint, tmp_path):
     graded = [GradedQuestion(**POOL[i].model_dump(), predicted="minor") for i in (0, 6, 12, 18)]
     report = classification_report([q.severity for q in graded], [q.predicted for q in graded])
     request = EvaluationRequest(
-        cycle="c1", graded=graded, report=report, pool=POOL, num_new_examples=4,
-        exclude_ids=[q.item_id for q in graded], min_share_per_class=0.15,
+        cycle="c1",
+        graded=graded,
+        report=report,
+        pool=POOL,
+        num_new_examples=4,
+        exclude_ids=[q.item_id for q in graded],
+        min_share_per_class=0.15,
     )
     result = make_teacher(teacher_endpoint, tmp_path).evaluate_exam(request)
     assert result.proficiency == 8
@@ -122,12 +140,19 @@ def test_evaluation_reads_seven_and_a_half_as_eight(teacher_endpoint, tmp_path):
 
 def test_judge_picks_a_side_on_both_teachers(teacher_endpoint, tmp_path):
     teacher_endpoint.reset()
-    item = Item(item_id="x", source="s", code="x = eval(input())",
-                review="eval on user input", severity="critical")
+    item = Item(
+        item_id="x",
+        source="s",
+        code="x = eval(input())",
+        review="eval on user input",
+        severity="critical",
+    )
     request = JudgeRequest(
-        cycle="c1", item=item,
+        cycle="c1",
+        item=item,
         explanation_a="Critical: eval on user input lets an attacker run arbitrary code.",
-        explanation_b="minor style nit", reference="Running user input with eval is critical.",
+        explanation_b="minor style nit",
+        reference="Running user input with eval is critical.",
     )
     teacher = make_teacher(teacher_endpoint, tmp_path)
     verdict = teacher.judge_explanations(request)
@@ -143,7 +168,11 @@ def test_judge_picks_a_side_on_both_teachers(teacher_endpoint, tmp_path):
 def test_a_judge_verdict_that_follows_the_order_is_a_tie(teacher_endpoint, tmp_path):
     teacher_endpoint.reset({"judge": ["always_a", "always_a"]})
     item = Item(item_id="y", source="s", code="print( x )", review="spacing", severity="trivial")
-    request = JudgeRequest(cycle="c1", item=item, explanation_a="Trivial: only spacing.",
-                           explanation_b="Formatting only, trivial, no behaviour changes.")
+    request = JudgeRequest(
+        cycle="c1",
+        item=item,
+        explanation_a="Trivial: only spacing.",
+        explanation_b="Formatting only, trivial, no behaviour changes.",
+    )
     verdict = make_teacher(teacher_endpoint, tmp_path).judge_explanations(request)
     assert verdict.winner == "tie" and "position bias" in verdict.reason

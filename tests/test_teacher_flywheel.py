@@ -118,8 +118,14 @@ def test_rematerializing_with_unchanged_inputs_sends_no_request(prod_flywheel):
 # -- privacy at the asset: redact / block -------------------------------------------------------
 def _seed(store: LineageStore) -> None:
     rows = [
-        {"item_id": f"{s}-{i}", "source": "seed", "code": f"run_{s}({i})",
-         "review": f"{s} finding {i}", "severity": s, "split": "train"}
+        {
+            "item_id": f"{s}-{i}",
+            "source": "seed",
+            "code": f"run_{s}({i})",
+            "review": f"{s} finding {i}",
+            "severity": s,
+            "split": "train",
+        }
         for s in ("critical", "major", "minor", "trivial")
         for i in range(2)
     ]
@@ -133,12 +139,16 @@ def _materialize_exam(tmp_path, endpoint, cache_dir, policy):
     _seed(store)
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(cycles.name, ["c1"])
-    teacher = LLMTeacher(base_url=endpoint.url, api_key="k", model="stub", store=store,
-                         privacy_policy=policy)
+    teacher = LLMTeacher(
+        base_url=endpoint.url, api_key="k", model="stub", store=store, privacy_policy=policy
+    )
     config = FlywheelConfig(cache_dir=str(cache_dir), overrides=["exam.num_questions=4"])
     endpoint.reset()
     return dg.materialize(
-        [exam], partition_key="c1", instance=instance, raise_on_error=False,
+        [exam],
+        partition_key="c1",
+        instance=instance,
+        raise_on_error=False,
         resources={"store": store, "teacher": teacher, "flywheel_config": config},
     )
 

@@ -60,8 +60,18 @@ def test_invalid_items_are_quarantined_with_the_reason():
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [(8, 8), ("10", 10), (10, 10), ("7.5", 8), (7.5, 8), (6.49, 6), ("8/10", 8),
-     ("4 out of 5", 8), (" 9 ", 9), (1, 1)],
+    [
+        (8, 8),
+        ("10", 10),
+        (10, 10),
+        ("7.5", 8),
+        (7.5, 8),
+        (6.49, 6),
+        ("8/10", 8),
+        ("4 out of 5", 8),
+        (" 9 ", 9),
+        (1, 1),
+    ],
 )
 def test_proficiency_reads_ten_as_ten_and_rounds_half_up(raw, expected):
     assert parse_proficiency(raw) == expected

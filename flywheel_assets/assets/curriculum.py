@@ -15,7 +15,7 @@ from flywheel_assets.teaching.curriculum_weights import weigh
 from resources.flywheel_config import FlywheelConfig
 from resources.lineage_store import LineageStore
 
-VERSION = "1"
+VERSION = "2"
 COLUMNS = ["item_id", "origin", "added_in_cycle", "code", "review", "severity"]
 
 
@@ -49,12 +49,12 @@ def curriculum(
     evaluation = store.query("SELECT per_class FROM evaluations WHERE cycle = ?", [cycle])
     if evaluation.is_empty():
         raise dg.Failure(f"cycle {cycle} has no evaluation: materialize exam_evaluation first")
-    recalls = {
-        c: v["recall"] for c, v in pl.Series(evaluation["per_class"]).str.json_decode()[0].items()
+    strengths = {
+        c: v["f1"] for c, v in pl.Series(evaluation["per_class"]).str.json_decode()[0].items()
     }
     combined = pl.concat([previous.select(COLUMNS), new_rows(store, cycle).select(COLUMNS)])
     combined = combined.unique(subset="item_id", keep="first", maintain_order=True)
-    weighted = weigh(combined, recalls, settings.weak_class_boost, settings.feedback_weight)
+    weighted = weigh(combined, strengths, settings.weak_class_boost, settings.feedback_weight)
     version = curriculum_version(weighted)
     rows = weighted.with_columns(
         cycle=pl.lit(cycle),
@@ -67,7 +67,7 @@ def curriculum(
             c,
             int((weighted["severity"] == c).sum()),
             float(weighted.filter(pl.col("severity") == c)["weight"].mean() or 0.0),
-            recalls.get(c, 0.0),
+            strengths.get(c, 0.0),
         )
         for c in SEVERITIES
     ]
@@ -84,7 +84,7 @@ def curriculum(
                 {o: int((weighted["origin"] == o).sum()) for o in ("teacher", "feedback")}
             ),
             "per_severity": dg.MetadataValue.md(
-                table(["severity", "examples", "mean weight", "exam recall"], per_class)
+                table(["severity", "examples", "mean weight", "exam F1"], per_class)
             ),
         }
     )

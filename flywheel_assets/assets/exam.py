@@ -17,7 +17,7 @@ from resources.flywheel_config import FlywheelConfig
 from resources.lineage_store import LineageStore
 from resources.teacher import ExamRequest, Teacher
 
-VERSION = f"1-{prompts_version('exam_generation')}"
+VERSION = f"2-{prompts_version('exam_generation')}"
 
 
 @cycle_asset(VERSION, deps=[reviewer_feedback, seed_corpus])
@@ -40,8 +40,8 @@ def exam(
         avoid_ids=prev_curriculum["item_id"].to_list(),
         previous_proficiency=previous["proficiency"] if previous else None,
         previous_feedback=previous["feedback"] if previous else None,
-        previous_recalls=(
-            {c: v["recall"] for c, v in previous["per_class"].items()} if previous else None
+        previous_strengths=(
+            {c: v["f1"] for c, v in previous["per_class"].items()} if previous else None
         ),
     )
     result = teacher.write_exam(request)

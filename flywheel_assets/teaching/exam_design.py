@@ -9,20 +9,22 @@ from collections.abc import Iterable, Mapping, Sequence
 from flywheel_assets.severity import SEVERITIES
 
 
-def allocate(total: int, recalls: Mapping[str, float] | None, min_share: float) -> dict[str, int]:
+def allocate(total: int, strengths: Mapping[str, float] | None, min_share: float) -> dict[str, int]:
     """Split `total` over the severities.
 
     With no previous evaluation the split is even. Otherwise each severity keeps a floor of
-    `min_share` of the total and the rest goes in proportion to its weakness (1 - recall), with
+    `min_share` of the total and the rest goes in proportion to its weakness (1 - strength, where
+    the strength is the class's F1 on the last exam: recall alone would call a class strong that
+    the student merely answers for everything), with
     largest-remainder rounding so the counts always add up to `total`.
     """
     if total < 0:
         raise ValueError("total must be >= 0")
-    if not recalls:
+    if not strengths:
         weights = dict.fromkeys(SEVERITIES, 1.0)
         floor = 0
     else:
-        weights = {c: 1.0 - recalls.get(c, 0.0) + 0.05 for c in SEVERITIES}
+        weights = {c: 1.0 - strengths.get(c, 0.0) + 0.05 for c in SEVERITIES}
         floor = math.floor(total * min_share)
     rest = total - floor * len(SEVERITIES)
     norm = sum(weights.values())

@@ -73,7 +73,7 @@ def judge_by_proxy(
     reference: str | None = None,
     similarity: TextSimilarity = lexical_similarity,
 ) -> ProxyVerdict:
-    """"A", "B" or "tie" (scores within TIE_MARGIN), with the scores and reasons."""
+    """ "A", "B" or "tie" (scores within TIE_MARGIN), with the scores and reasons."""
     score_a, notes_a = score_explanation(item, explanation_a, reference, similarity)
     score_b, notes_b = score_explanation(item, explanation_b, reference, similarity)
     if abs(score_a - score_b) <= TIE_MARGIN:

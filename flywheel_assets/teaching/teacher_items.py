@@ -37,7 +37,12 @@ def new_item_id(code: str, review: str) -> str:
 
 
 def accept(
-    parsed: Parsed, list_key: str, limit: int, rules: Rules, used: set[str], call_key: str,
+    parsed: Parsed,
+    list_key: str,
+    limit: int,
+    rules: Rules,
+    used: set[str],
+    call_key: str,
     into: Accepted,
 ) -> None:
     """Add the valid items of one reply to `into` (at most `limit`); quarantine the rest."""
@@ -55,9 +60,9 @@ def accept(
             item, reason = None, f"beyond the {limit} items requested"
         if item is None:
             text = json.dumps(raw.model_dump(exclude_none=True))
-            into.quarantine.append(QuarantinedOutput(
-                call_key=call_key, item_index=index, raw=text, reason=reason
-            ))
+            into.quarantine.append(
+                QuarantinedOutput(call_key=call_key, item_index=index, raw=text, reason=reason)
+            )
             continue
         taken += 1
         used.add(item.item_id)
@@ -70,8 +75,13 @@ def _resolve(raw: TeacherItem, rules: Rules, used: set[str]) -> tuple[Item | Non
         item = rules.pool[raw.item_id]
     elif raw.code and raw.review:
         code, review = raw.code, raw.review
-        item = Item(item_id=new_item_id(code, review), source=rules.source, code=code,
-                    review=review, severity=raw.severity)
+        item = Item(
+            item_id=new_item_id(code, review),
+            source=rules.source,
+            code=code,
+            review=review,
+            severity=raw.severity,
+        )
     elif raw.item_id:
         return None, f"item_id {raw.item_id!r} is not in the data source (and no code/review)"
     else:
