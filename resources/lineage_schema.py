@@ -63,7 +63,8 @@ TABLES: dict[str, str] = {
     """,
     "deployments": """
         cycle VARCHAR, adapter_sha256 VARCHAR, model_name VARCHAR, model_version INTEGER,
-        repository VARCHAR, deployed_at TIMESTAMP, asset_version VARCHAR
+        repository VARCHAR, deployed_at TIMESTAMP, asset_version VARCHAR, served BOOLEAN,
+        action VARCHAR
     """,
     "teacher_quarantine": """
         cycle VARCHAR, asset VARCHAR, call_key VARCHAR, item_index INTEGER, raw VARCHAR,
@@ -81,8 +82,19 @@ TABLES: dict[str, str] = {
 }
 
 
+# Columns added after a table first shipped: stores created earlier gain them on connect.
+ADDED_COLUMNS: dict[str, list[str]] = {
+    "deployments": ["served BOOLEAN", "action VARCHAR"],
+}
+
+
 def create_statements() -> list[str]:
     tables = [
         f"CREATE TABLE IF NOT EXISTS {name} ({cols.strip()})" for name, cols in TABLES.items()
     ]
-    return tables + view_statements()
+    added = [
+        f"ALTER TABLE {name} ADD COLUMN IF NOT EXISTS {column}"
+        for name, columns in ADDED_COLUMNS.items()
+        for column in columns
+    ]
+    return tables + added + view_statements()
