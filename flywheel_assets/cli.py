@@ -11,7 +11,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from flywheel_assets import audit_cli
+from flywheel_assets import audit_cli, serve_cli
 from flywheel_assets.partitions import cycles
 
 log = logging.getLogger("flywheel")
@@ -118,12 +118,15 @@ def main(argv: list[str] | None = None) -> int:
         help="settings override, e.g. --set training.steps_per_cycle=20",
     )
     audit_cli.add_parser(sub)
+    serve_cli.add_parsers(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.command == "demo":
         return run_demo(args.home, args.cycles, args.overrides)
     if args.command == "audit":
         return audit_cli.run(args)
+    if args.command in serve_cli.COMMANDS:
+        return serve_cli.COMMANDS[args.command](args)
     return 2
 
 
