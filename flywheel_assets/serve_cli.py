@@ -66,6 +66,14 @@ def _out(text: str) -> None:
     print(text)  # noqa: T201 - the command's output
 
 
+def _served_versions(server: TritonServer, model_name: str) -> list[int]:
+    try:
+        with ReviewClient(server.http_url, "http", model_name) as client:
+            return client.served_versions()
+    except Exception:  # noqa: BLE001 - the model is not loaded (yet)
+        return []
+
+
 def run_serve(args: argparse.Namespace) -> int:
     server = server_for(args)
     repo = repository_for(server)
@@ -80,8 +88,10 @@ def run_serve(args: argparse.Namespace) -> int:
         _out("stopped" if server.stop() else "no server was running")
         return 0
     status = {**server.status(), "pinned_version": repo.pinned_version()}
+    if status["live"]:
+        status["served_versions"] = _served_versions(server, repo.model_name)
     _out(json.dumps(status, indent=2))
-    return 0 if status["ready"] else 1
+    return 0 if status["live"] else 1
 
 
 def run_rollback(args: argparse.Namespace) -> int:

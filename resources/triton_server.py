@@ -147,8 +147,19 @@ class TritonServer(dg.ConfigurableResource):
         except Exception:  # noqa: BLE001 - connection refused, timeouts: all mean "not ready"
             return False
 
+    def is_live(self) -> bool:
+        """The server answers `is_server_live` (ready may be false while a version unloads)."""
+        import tritonclient.http as httpclient
+
+        try:
+            return bool(httpclient.InferenceServerClient(self.http_url).is_server_live())
+        except Exception:  # noqa: BLE001 - connection refused, timeouts: all mean "not live"
+            return False
+
     def is_running(self) -> bool:
-        return self.recorded_pid() is not None and self.is_ready()
+        """Our recorded process runs and answers (a server on the port that we did not start
+        from this home does not count)."""
+        return self.recorded_pid() is not None and self.is_live()
 
     def log_tail(self, lines: int = 30) -> str:
         try:
@@ -213,6 +224,7 @@ class TritonServer(dg.ConfigurableResource):
         pid = self.recorded_pid()
         return {
             "pid": pid,
+            "live": pid is not None and self.is_live(),
             "ready": pid is not None and self.is_ready(),
             "http": self.http_url,
             "grpc": self.grpc_url,

@@ -51,11 +51,24 @@ def smoke_test(server: TritonServer, model_name: str, version: int) -> ReviewRes
     return result
 
 
+def wait_settled(client, model_name: str, timeout_s: float) -> None:
+    """Wait until no version of the model is still unloading (its stub process, with its copy of
+    the base weights, has exited)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        index = client.get_model_repository_index()
+        if not any(m["name"] == model_name and m.get("state") == "UNLOADING" for m in index):
+            return
+        time.sleep(0.25)
+
+
 def load_version(repo: TritonModelRepository, server: TritonServer, version: int) -> float:
-    """Pin `version` and have Triton load it; seconds the load took."""
+    """Pin `version`, have Triton load it and drop the version it replaces; seconds taken."""
     repo.pin_version(version)
+    client = control_client(server)
     start = time.perf_counter()
-    control_client(server).load_model(repo.model_name)
+    client.load_model(repo.model_name)
+    wait_settled(client, repo.model_name, server.startup_timeout_s)
     return time.perf_counter() - start
 
 
