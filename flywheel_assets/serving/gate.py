@@ -7,7 +7,6 @@ more than the configured tolerance, or a class the deployed model recalled drops
 recall. A failed blocking check stops `deployed_student` in the same run.
 """
 
-
 import json
 from dataclasses import dataclass, field
 
