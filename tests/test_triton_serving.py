@@ -101,7 +101,11 @@ def flywheel(tmp_path_factory, cache_dir):
 
 def test_first_cycle_deploys_v1_and_answers_over_http_and_grpc(flywheel):
     """The deployment asset loads the cycle's adapter on Triton; both protocols answer."""
-    assert flywheel.run("bootstrap").success
+    result = flywheel.run("bootstrap")
+    assert result.success
+    (check,) = result.get_asset_check_evaluations()
+    assert check.check_name == "better_than_deployed" and check.passed
+    assert str(check.metadata["deployed_model"].value).startswith("base:")
     assert flywheel.served() == [1]
     for protocol in ("http", "grpc"):
         with flywheel.client(protocol) as client:
