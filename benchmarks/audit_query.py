@@ -50,7 +50,8 @@ def populate(store: LineageStore, rows: int) -> None:
             "adapters": "'c' || i, md5('a' || i), 's3://b/a/' || md5('a' || i), 'smollm2', "
             "CASE WHEN i > 1 THEN md5('a' || (i - 1)) END, 'c' || i, 100 * i, 60, 0.5, 10, '{}', "
             "now(), '1' FROM range(1, ?) t(i)",
-            "deployments": "'c' || i, md5('a' || i), 'flywheel_student', i, 'repo', now(), '1' "
+            "deployments": "'c' || i, md5('a' || i), 'flywheel_student', i, 'repo', now(), '1', "
+            "true, 'deploy' "
             "FROM range(1, ?) t(i)",
         }.items():
             con.execute(f"INSERT INTO {table} SELECT {sql}", [CYCLES + 1])

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import dagster as dg
 
-from flywheel_assets import audit_cli
+from flywheel_assets import audit_cli, serve_cli
 from flywheel_assets.runner import demo_cycle_keys, persistent_instance, run_cycles
 
 log = logging.getLogger("flywheel")
 
 
-def run_demo(home: Path, num_cycles: int, overrides: list[str]) -> int:
+def run_demo(home: Path, num_cycles: int, overrides: list[str], serve: bool = True) -> int:
     from flywheel_assets.definitions import build_definitions
 
     home = home.resolve()
@@ -25,13 +25,46 @@ def run_demo(home: Path, num_cycles: int, overrides: list[str]) -> int:
     os.environ["FLYWHEEL_HOME"] = str(home)
     defs = build_definitions(home=home, overrides=overrides)
     started = time.perf_counter()
+    if serve:
+        pid = defs.resources["triton_server"].start()
+        log.info(f"Triton server pid {pid}: each cycle's adapter goes live on it")
     try:
         timings = run_cycles(defs, instance, demo_cycle_keys(num_cycles))
     except RuntimeError as exc:
         log.error("%s", exc)
         return 1
     print_summary(defs, timings, time.perf_counter() - started, home)
+    if serve:
+        print_served_review(defs.resources["triton_server"])
     return 0
+
+
+DEMO_REVIEW = (
+    "def load(path):\n    data = open(path).read()\n    return eval(data)\n",
+    "eval() on file contents lets anyone who controls the file run arbitrary code.",
+)
+
+
+def print_served_review(server) -> None:
+    """The demo's last step: what a code-review bot gets back from the served student."""
+    from flywheel_assets.serving.client import ReviewClient
+
+    try:
+        with ReviewClient(server.http_url, "http") as client:
+            versions = client.served_versions()
+            result = client.review(*DEMO_REVIEW)
+    except Exception as exc:  # noqa: BLE001 - e.g. every candidate was blocked by the gate
+        print(f"\nTriton runs on {server.http_url} but serves no version: {exc}")  # noqa: T201
+        return
+    probs = ", ".join(f"{k} {v:.2f}" for k, v in result.probabilities.items())
+    lines = [
+        "",
+        f"Triton serves flywheel_student v{versions[0]} on {server.http_url} (gRPC "
+        f"{server.grpc_url}). Review client answer for an eval() finding:",
+        f"  severity {result.severity} ({probs})",
+        "Ask it yourself: flywheel review --code FILE --comment TEXT; stop it: flywheel serve stop",
+    ]
+    print("\n".join(lines))  # noqa: T201 - the command's output
 
 
 def print_summary(defs: dg.Definitions, timings: list[dict], total: float, home: Path) -> None:
@@ -78,13 +111,22 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="settings override, e.g. --set training.steps_per_cycle=20",
     )
+    demo.add_argument(
+        "--no-serve",
+        dest="serve",
+        action="store_false",
+        help="do not start Triton (versions are published, not served)",
+    )
     audit_cli.add_parser(sub)
+    serve_cli.add_parsers(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.command == "demo":
-        return run_demo(args.home, args.cycles, args.overrides)
+        return run_demo(args.home, args.cycles, args.overrides, args.serve)
     if args.command == "audit":
         return audit_cli.run(args)
+    if args.command in serve_cli.COMMANDS:
+        return serve_cli.COMMANDS[args.command](args)
     return 2
 
 

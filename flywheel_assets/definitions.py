@@ -20,6 +20,7 @@ from flywheel_assets.assets.heldout import heldout_evaluation
 from flywheel_assets.assets.seed import seed_corpus
 from flywheel_assets.partitions import cycles
 from flywheel_assets.sensors import feedback_sensor
+from flywheel_assets.serving.gate import better_than_deployed
 from flywheel_assets.settings import FlywheelSettings, load_settings
 from flywheel_assets.storage import storage_resources
 from resources.finetune import FineTuneLauncher, LocalPeftLauncher
@@ -30,6 +31,7 @@ from resources.llm_teacher import DEFAULT_MODEL, LLMTeacher
 from resources.student import StudentModel
 from resources.teacher import CorpusTeacher, Teacher
 from resources.triton_repository import TritonModelRepository
+from resources.triton_server import server_from_env
 
 CYCLE_ASSETS = [
     reviewer_feedback,
@@ -170,7 +172,7 @@ def build_definitions(
     )
     return dg.Definitions(
         assets=[seed_corpus, *stamp_code_versions(CYCLE_ASSETS, settings), lineage_audit],
-        asset_checks=[rows_conserved],
+        asset_checks=[rows_conserved, better_than_deployed],
         jobs=[flywheel_cycle_job, seed_corpus_job],
         sensors=[automation, feedback_sensor],
         resources=_resources(name, env, home, Path(config.cache_dir), settings, config),
@@ -191,6 +193,7 @@ def _resources(
     }
     resources["teacher"] = teacher_resource(name, env, settings, resources["store"])
     resources["finetune"] = finetune_resource(env, home)
+    resources["triton_server"] = server_from_env(env, home)
     return resources
 
 

@@ -65,18 +65,22 @@ def previous_adapter(store: LineageStore, cycle: str) -> dict | None:
 
 
 def serving_adapter(store: LineageStore, cycle: str) -> dict | None:
-    """The adapter deployed when this cycle started (None: the base model serves)."""
-    prev = store.previous_cycle(cycle, "deployments")
-    if prev is None:
-        return None
-    return store.query(
+    """The adapter deployed when this cycle started (None: the base model serves).
+
+    The latest deployment event (a deploy, or a rollback re-pointing to an earlier cycle's
+    version) recorded for an earlier cycle wins.
+    """
+    rows = store.query(
         """
         SELECT d.cycle AS deployed_in, d.model_version, a.adapter_sha256, a.uri
-        FROM deployments d JOIN adapters a ON a.adapter_sha256 = d.adapter_sha256
-        WHERE d.cycle = ? ORDER BY d.deployed_at DESC LIMIT 1
+        FROM deployments d
+        JOIN adapters a ON a.adapter_sha256 = d.adapter_sha256 AND a.cycle = d.cycle
+        JOIN cycles c ON c.cycle = d.cycle
+        WHERE c.seq < ? ORDER BY d.deployed_at DESC LIMIT 1
         """,
-        [prev],
-    ).row(0, named=True)
+        [store.cycle_seq(cycle)],
+    )
+    return None if rows.is_empty() else rows.row(0, named=True)
 
 
 def adapter_ref(row: dict) -> ArtifactRef:

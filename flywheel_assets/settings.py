@@ -62,6 +62,13 @@ class HeldoutSettings(_Section):
     max_items: int | None = Field(None, ge=4)
 
 
+class GateSettings(_Section):
+    """Deployment gate: the candidate adapter vs. the deployed model on the held-out split."""
+
+    max_accuracy_drop: float = Field(0.0, ge=0.0, le=1.0)
+    block_recall_collapse: bool = True
+
+
 class PriceSettings(_Section):
     """USD per 1M tokens; the defaults are placeholders: set your endpoint's real prices."""
 
@@ -99,6 +106,7 @@ class FlywheelSettings(_Section):
     curriculum: CurriculumSettings = CurriculumSettings()
     training: TrainingSettings = TrainingSettings()
     heldout: HeldoutSettings = HeldoutSettings()
+    gate: GateSettings = GateSettings()
     teacher: TeacherSettings = TeacherSettings()
     feedback: FeedbackSettings = FeedbackSettings()
 

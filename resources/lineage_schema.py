@@ -64,7 +64,8 @@ TABLES: dict[str, str] = {
     """,
     "deployments": """
         cycle VARCHAR, adapter_sha256 VARCHAR, model_name VARCHAR, model_version INTEGER,
-        repository VARCHAR, deployed_at TIMESTAMP, asset_version VARCHAR
+        repository VARCHAR, deployed_at TIMESTAMP, asset_version VARCHAR, served BOOLEAN,
+        action VARCHAR
     """,
     "teacher_quarantine": """
         cycle VARCHAR, asset VARCHAR, call_key VARCHAR, item_index INTEGER, raw VARCHAR,
@@ -91,6 +92,8 @@ ADDED_COLUMNS: dict[str, list[str]] = {
         "device VARCHAR",
         "finetune_skipped_reason VARCHAR",
     ],
+    # served: whether Triton loaded the version; action: deploy | rollback.
+    "deployments": ["served BOOLEAN", "action VARCHAR"],
 }
 
 

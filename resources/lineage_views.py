@@ -45,6 +45,7 @@ VIEWS: dict[str, str] = {
         LEFT JOIN cu ON cu.cycle = a.curriculum_cycle
         LEFT JOIN heldout_results h ON h.cycle = a.cycle AND h.role = 'candidate'
         LEFT JOIN deployments d ON d.cycle = a.cycle AND d.adapter_sha256 = a.adapter_sha256
+            AND coalesce(d.action, 'deploy') = 'deploy'
     """,
     # Curricula accumulate, so a batch influences every adapter of its cycle and later ones.
     "feedback_influence": """
@@ -56,6 +57,7 @@ VIEWS: dict[str, str] = {
         JOIN cycles ca ON ca.seq >= s.seq
         JOIN adapters a ON a.cycle = ca.cycle
         LEFT JOIN deployments d ON d.cycle = a.cycle AND d.adapter_sha256 = a.adapter_sha256
+            AND coalesce(d.action, 'deploy') = 'deploy'
     """,
 }
 

@@ -1,6 +1,16 @@
-"""deployed_student: the cycle's adapter published as a new version in the Triton repository."""
+"""deployed_student: the cycle's adapter, published as a new Triton model version and put live.
 
-from datetime import UTC, datetime
+Order: the adapter's sha256 is verified (artifact store, the copy in the repository, and again
+right before the load), the version is published, pinned and loaded through Triton's
+model-control API, and a smoke review must answer; only then is a `deployments` row written.
+Any failure leaves the previous version serving and fails the asset with the reason.
+
+Without a running server (the offline demo before `flywheel serve start`): when the
+`triton_server` resource is not `required`, the version is published and pinned - the server
+loads it when it starts - and the row says `served = false`; when required, the asset fails.
+The blocking `better_than_deployed` check on `heldout_evaluation` runs first: a candidate that
+fails it never reaches this asset.
+"""
 
 import dagster as dg
 import polars as pl
@@ -8,12 +18,22 @@ import polars as pl
 from flywheel_assets import lineage
 from flywheel_assets.assets.heldout import heldout_evaluation
 from flywheel_assets.partitions import cycle_asset
+from flywheel_assets.serving.history import DEPLOY, deployment_row, record_deploy
+from flywheel_assets.serving.rollout import go_live
 from resources.artifact_store import ArtifactStore
 from resources.lineage_store import LineageStore
 from resources.student import StudentModel
 from resources.triton_repository import TritonModelRepository
+from resources.triton_server import TritonServer
 
-VERSION = "1"
+VERSION = "2"
+
+
+def cycle_adapter(store: LineageStore, cycle: str) -> dict:
+    adapters = store.query("SELECT * FROM adapters WHERE cycle = ?", [cycle])
+    if adapters.is_empty():
+        raise dg.Failure(f"cycle {cycle} has no adapter to deploy")
+    return adapters.row(0, named=True)
 
 
 def keep_serving(
@@ -42,13 +62,11 @@ def deployed_student(
     student: StudentModel,
     artifacts: ArtifactStore,
     model_repository: TritonModelRepository,
+    triton_server: TritonServer,
 ) -> dg.MaterializeResult:
     """The Triton model version serving the cycle's adapter, recorded in the lineage store."""
     cycle = context.partition_key
-    adapters = store.query("SELECT * FROM adapters WHERE cycle = ?", [cycle])
-    if adapters.is_empty():
-        raise dg.Failure(f"cycle {cycle} has no adapter to deploy")
-    adapter = adapters.row(0, named=True)
+    adapter = cycle_adapter(store, cycle)
     serving = lineage.serving_adapter(store, cycle)
     if serving is not None and serving["adapter_sha256"] == adapter["adapter_sha256"]:
         return keep_serving(context, store, adapter, serving)
@@ -58,24 +76,37 @@ def deployed_student(
         adapter["adapter_sha256"],
         student.base_model_path(),
         student.max_prompt_tokens,
-        extra={"cycle": cycle, "base_model": adapter["base_model"]},
+        extra={
+            "cycle": cycle,
+            "base_model": adapter["base_model"],
+            "num_threads": student.num_threads,
+        },
     )
-    row = {
-        "cycle": cycle,
-        "adapter_sha256": adapter["adapter_sha256"],
-        "model_name": published.model_name,
-        "model_version": published.version,
-        "repository": model_repository.repository_dir,
-        "deployed_at": datetime.now(UTC),
-        "asset_version": VERSION,
-    }
-    store.replace_rows("deployments", pl.DataFrame([row]), cycle=cycle)
-    context.log.info(f"{published.model_name} v{published.version} serves {adapter['uri']}")
+    rollout = go_live(model_repository, triton_server, published.version)
+    row = deployment_row(
+        cycle,
+        adapter["adapter_sha256"],
+        model_repository,
+        published.version,
+        rollout.served,
+        DEPLOY,
+        VERSION,
+    )
+    record_deploy(store, row)
+    where = triton_server.http_url if rollout.served else "nowhere yet (no Triton server running)"
+    context.log.info(
+        f"{published.model_name} v{published.version} serves {adapter['uri']}: {where}"
+    )
     return dg.MaterializeResult(
         metadata={
             "deployed": True,
             "model_name": published.model_name,
             "model_version": published.version,
+            "previous_version": rollout.previous if rollout.previous is not None else "none",
+            "served": rollout.served,
+            "served_by": where,
+            "smoke_severity": rollout.smoke.severity if rollout.smoke else "not run",
+            "load_seconds": round(rollout.load_seconds, 2),
             "version_path": dg.MetadataValue.path(published.path),
             "adapter_sha256": adapter["adapter_sha256"],
             "adapter_from_cycle": cycle,

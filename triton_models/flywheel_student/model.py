@@ -3,6 +3,10 @@
 Each numeric version folder holds this file, the adapter (`adapter/`) and `deployment.json`,
 which names the base model directory and the adapter's sha256. The backend stub ignores
 PYTHONPATH, so `deployment.json` also lists the directories to put on `sys.path`.
+
+One model instance per loaded version holds the base weights with the adapter merged in; the
+repository's config pins a single version, so one copy of the base weights is in memory. A
+version whose adapter does not match its recorded sha256 refuses to load.
 """
 
 import json
@@ -30,10 +34,17 @@ class TritonPythonModel:
 
         from flywheel_assets.ml.base_model import load_model_and_tokenizer
         from flywheel_assets.ml.scoring import score_severity
+        from resources.artifact_store import sha256_dir
 
+        actual = sha256_dir(version_dir / "adapter")
+        if actual != deployment["adapter_sha256"]:
+            raise ValueError(
+                f"adapter sha256 {actual} != recorded {deployment['adapter_sha256']}: not loading"
+            )
         torch.set_num_threads(int(deployment.get("num_threads", 1)))
         self._score = score_severity
         self.max_prompt_tokens = int(deployment.get("max_prompt_tokens", 256))
+        self.batch_size = int(deployment.get("batch_size", 16))
         self.model, self.tokenizer = load_model_and_tokenizer(
             Path(deployment["base_model_path"]), adapter_dir=version_dir / "adapter"
         )
@@ -45,9 +56,17 @@ class TritonPythonModel:
             reviews = _decode(pb_utils.get_input_tensor_by_name(request, "REVIEW").as_numpy())
             sizes.append(len(codes))
             items.extend(zip(codes, reviews, strict=True))
-        results = self._score(
-            self.model, self.tokenizer, items, max_prompt_tokens=self.max_prompt_tokens
-        )
+        try:
+            results = self._score(
+                self.model,
+                self.tokenizer,
+                items,
+                batch_size=self.batch_size,
+                max_prompt_tokens=self.max_prompt_tokens,
+            )
+        except Exception as exc:  # noqa: BLE001 - every request gets the error, the model lives
+            error = pb_utils.TritonError(f"scoring failed: {exc}")
+            return [pb_utils.InferenceResponse(error=error) for _ in requests]
         responses, start = [], 0
         for size in sizes:
             chunk = results[start : start + size]

@@ -1,0 +1,1 @@
+"""Serving the student with Triton: client, rollout / rollback, gate, production configs."""

@@ -1,0 +1,119 @@
+"""Protects the serving pieces that need no server: gate, repository config, prod configs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from flywheel_assets.serving.gate import judge
+from flywheel_assets.serving.production import (
+    deployed_adapters,
+    write_nim_peft_source,
+    write_vllm_repository,
+)
+from flywheel_assets.settings import GateSettings
+from resources.artifact_store import sha256_dir
+from resources.triton_repository import TritonModelRepository
+
+
+def report(accuracy: float, recalls: dict[str, float], support: int = 6) -> dict:
+    per_class = {c: {"recall": r, "support": support} for c, r in recalls.items()}
+    return {"accuracy": accuracy, "per_class": per_class}
+
+
+BALANCED = {"critical": 0.5, "major": 0.5, "minor": 0.5, "trivial": 0.5}
+
+
+def test_gate_passes_an_equal_or_better_candidate():
+    """Equal accuracy is not worse: the default tolerance is zero, not negative."""
+    assert judge(report(0.5, BALANCED), report(0.5, BALANCED), GateSettings()).passed
+    assert judge(report(0.5, BALANCED), report(0.6, BALANCED), GateSettings()).passed
+
+
+def test_gate_blocks_lower_accuracy_beyond_the_tolerance():
+    """A drop larger than max_accuracy_drop blocks; a drop within it passes."""
+    verdict = judge(report(0.6, BALANCED), report(0.5, BALANCED), GateSettings())
+    assert not verdict.passed and "accuracy drops" in verdict.reasons[0]
+    loose = GateSettings(max_accuracy_drop=0.15)
+    assert judge(report(0.6, BALANCED), report(0.5, BALANCED), loose).passed
+
+
+def test_gate_blocks_a_class_collapsing_to_zero_recall():
+    """Better accuracy does not excuse a class the deployed model found and the candidate lost."""
+    collapsed = {**BALANCED, "minor": 0.0}
+    verdict = judge(report(0.5, BALANCED), report(0.7, collapsed), GateSettings())
+    assert not verdict.passed and verdict.collapsed == ["minor"]
+    assert judge(
+        report(0.5, BALANCED), report(0.7, collapsed), GateSettings(block_recall_collapse=False)
+    ).passed
+
+
+def test_gate_first_cycle_vs_a_base_model_that_answers_one_class():
+    """Against a base model that only says 'critical', zero recall elsewhere is no collapse."""
+    base = report(0.25, {"critical": 1.0, "major": 0.0, "minor": 0.0, "trivial": 0.0})
+    candidate = report(0.4, {"critical": 0.6, "major": 0.5, "minor": 0.0, "trivial": 0.5})
+    assert judge(base, candidate, GateSettings()).passed
+
+
+@pytest.fixture()
+def published(tmp_path: Path) -> TritonModelRepository:
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    repo = TritonModelRepository(repository_dir=str(tmp_path / "repo"))
+    for _ in range(2):
+        repo.publish(adapter, sha256_dir(adapter), tmp_path / "base", 64)
+    return repo
+
+
+def test_repository_pins_one_version_and_parses_it_back(published: TritonModelRepository):
+    """config.pbtxt starts on `latest 1`, then pins exactly the version the deployer chose."""
+    assert published.versions() == [1, 2] and published.pinned_version() is None
+    published.pin_version(1)
+    text = published.config_path().read_text()
+    assert published.pinned_version() == 1
+    assert "specific: { versions: [ 1 ] }" in text and "dynamic_batching" in text
+    with pytest.raises(dg.Failure):
+        published.pin_version(7)
+
+
+def test_tampered_version_fails_verification_and_quarantine_never_reuses_numbers(
+    published: TritonModelRepository,
+):
+    """A changed adapter file is caught before load; a quarantined number is not reused."""
+    (published.model_dir() / "2" / "adapter" / "adapter_config.json").write_text('{"r": 1}')
+    with pytest.raises(dg.Failure, match="sha256"):
+        published.verify_version(2)
+    published.quarantine(2)
+    assert published.versions() == [1] and published._next_version() == 3
+
+
+def test_single_request_variant_has_no_dynamic_batching(tmp_path: Path):
+    """The benchmark's one-at-a-time model differs only by the missing dynamic_batching block."""
+    repo = TritonModelRepository(repository_dir=str(tmp_path), dynamic_batching=False)
+    assert "dynamic_batching" not in repo.render_config(3)
+    assert "max_batch_size: 16" in repo.render_config(3)
+
+
+def test_vllm_and_nim_configs_name_every_deployed_adapter(tmp_path: Path):
+    """The production variants list each deployed adapter by name, with LoRA enabled."""
+    rows = []
+    for cycle in ("bootstrap", "cycle-2"):
+        path = tmp_path / "store" / cycle
+        path.mkdir(parents=True)
+        (path / "adapter_config.json").write_text("{}")
+        rows.append({"cycle": cycle, "adapter_sha256": "x", "uri": path.as_uri()})
+    adapters = deployed_adapters(rows)
+    model = write_vllm_repository(
+        tmp_path / "vllm", "meta-llama/Meta-Llama-3-8B-Instruct", adapters
+    )
+    engine = json.loads((model / "1" / "model.json").read_text())
+    lora = json.loads((model / "1" / "multi_lora.json").read_text())
+    assert engine["enable_lora"] and engine["max_loras"] == 2
+    assert set(lora) == {"cycle-bootstrap", "cycle-cycle-2"}
+    assert 'backend: "vllm"' in (model / "config.pbtxt").read_text()
+    env = write_nim_peft_source(tmp_path / "nim", adapters)
+    assert (Path(env["NIM_PEFT_SOURCE"]) / "cycle-bootstrap" / "adapter_config.json").is_file()
