@@ -42,8 +42,19 @@ def server_env(base: dict[str, str] | None = None) -> dict[str, str]:
     libs = [sysconfig.get_config_var("LIBDIR"), str(bundled)]
     previous = env.get("LD_LIBRARY_PATH")
     env["LD_LIBRARY_PATH"] = ":".join([*libs, *([previous] if previous else [])])
+    # The stub embeds libpython without setting a program name, so its interpreter finds its
+    # prefix by looking `python3` up on PATH. With this interpreter's bin dir not first (venv not
+    # activated, pyenv shims first) it becomes the base interpreter, and the stub imports that
+    # prefix's site-packages: there numpy 2, whose dtype layout the stub's pybind11 (numpy 1 ABI)
+    # misreads (itemsize 0: every BYTES input arrives as its first byte repeated).
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), *_path_entries(env)])
     env.setdefault("OMP_NUM_THREADS", "1")
     return env
+
+
+def _path_entries(env: Mapping[str, str]) -> list[str]:
+    own = str(Path(sys.executable).parent)
+    return [p for p in env.get("PATH", os.defpath).split(os.pathsep) if p and p != own]
 
 
 def prepare_backends(target: Path) -> Path:

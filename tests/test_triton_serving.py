@@ -194,3 +194,16 @@ def test_rollback_serves_an_earlier_version_and_records_it(flywheel, capsys, mon
     out = capsys.readouterr().out
     status = json.loads(out[out.index("{") :])
     assert status["live"] and status["pinned_version"] == 1 and status["served_versions"] == [1]
+
+
+def test_server_env_puts_this_interpreter_first_on_path():
+    """The Python-backend stub finds its interpreter prefix through `python3` on PATH: without
+    this interpreter's bin dir first it imports another prefix's numpy and corrupts BYTES inputs."""
+    import os
+    import sys
+
+    from resources.triton_server import server_env
+
+    own = str(Path(sys.executable).parent)
+    env = server_env({"PATH": os.pathsep.join(["/root/.pyenv/shims", own, "/usr/bin"])})
+    assert env["PATH"].split(os.pathsep) == [own, "/root/.pyenv/shims", "/usr/bin"]

@@ -23,11 +23,28 @@ def _decode(tensor) -> list[str]:
     return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in tensor.reshape(-1)]
 
 
+def _check_numpy(python_paths: list[str]) -> None:
+    """numpy was imported (by the backend utils) before `python_paths` joined sys.path: it must
+    be the deployment environment's. The stub's interpreter finds its prefix through `python3`
+    on PATH; another interpreter's numpy (numpy 2 in pyenv's base) is misread by the stub's
+    pybind11 and every BYTES input arrives corrupted, crashing the stub on the first request."""
+    site_dirs = [Path(p).resolve() for p in python_paths if "site-packages" in p]
+    numpy_dir = Path(np.__file__).resolve().parent
+    if site_dirs and not any(numpy_dir.is_relative_to(d) for d in site_dirs):
+        raise RuntimeError(
+            f"the Python backend stub imported numpy {np.__version__} from {numpy_dir}, not from "
+            f"the deployment's environment {[str(d) for d in site_dirs]}; start tritonserver with "
+            "resources.triton_server.server_env() (the environment's bin dir first on PATH)"
+        )
+
+
 class TritonPythonModel:
     def initialize(self, args):
         version_dir = Path(args["model_repository"]) / args["model_version"]
         deployment = json.loads((version_dir / "deployment.json").read_text())
-        for path in reversed(deployment.get("python_paths", [])):
+        python_paths = deployment.get("python_paths", [])
+        _check_numpy(python_paths)
+        for path in reversed(python_paths):
             if path not in sys.path:
                 sys.path.insert(0, path)
         import torch
