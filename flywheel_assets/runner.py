@@ -13,6 +13,8 @@ from flywheel_assets.partitions import cycles
 
 log = logging.getLogger("flywheel")
 
+GATE_CHECK = "better_than_deployed"
+
 
 def demo_cycle_keys(count: int) -> list[str]:
     """`bootstrap`, then seed-only cycles (no reviewer feedback in the embedded defaults)."""
@@ -41,6 +43,12 @@ def materialization_value(
     return float(getattr(entry, "value", 0.0) or 0.0)
 
 
+def gate_blocked(result: dg.ExecuteInProcessResult) -> bool:
+    """Whether the run stopped only because the deployment gate failed (a valid outcome)."""
+    evaluations = result.get_asset_check_evaluations()
+    return any(e.check_name == GATE_CHECK and not e.passed for e in evaluations)
+
+
 def run_cycles(defs: dg.Definitions, instance: dg.DagsterInstance, keys: list[str]) -> list[dict]:
     """Seed corpus, then the flywheel_cycle job per partition key; timings per cycle.
 
@@ -57,7 +65,9 @@ def run_cycles(defs: dg.Definitions, instance: dg.DagsterInstance, keys: list[st
             partition_key=key, instance=instance, raise_on_error=False
         )
         if not result.success:
-            raise RuntimeError(f"cycle {key} failed; its run is in the Dagster UI")
+            if not gate_blocked(result):
+                raise RuntimeError(f"cycle {key} failed; its run is in the Dagster UI")
+            log.warning("cycle %s: the gate kept the new adapter from deployment", key)
         timings.append(
             {
                 "cycle": key,

@@ -19,8 +19,16 @@ from resources.artifact_store import sha256_dir
 from resources.triton_repository import TritonModelRepository
 
 
-def report(accuracy: float, recalls: dict[str, float], support: int = 6) -> dict:
-    per_class = {c: {"recall": r, "support": support} for c, r in recalls.items()}
+def report(
+    accuracy: float,
+    recalls: dict[str, float],
+    support: int = 6,
+    precisions: dict[str, float] | None = None,
+) -> dict:
+    precisions = precisions or recalls
+    per_class = {
+        c: {"recall": r, "precision": precisions[c], "support": support} for c, r in recalls.items()
+    }
     return {"accuracy": accuracy, "per_class": per_class}
 
 
@@ -53,9 +61,13 @@ def test_gate_blocks_a_class_collapsing_to_zero_recall():
 
 def test_gate_first_cycle_vs_a_base_model_that_answers_one_class():
     """Against a base model that only says 'critical', zero recall elsewhere is no collapse."""
-    base = report(0.25, {"critical": 1.0, "major": 0.0, "minor": 0.0, "trivial": 0.0})
+    only_critical = {"critical": 1.0, "major": 0.0, "minor": 0.0, "trivial": 0.0}
+    base = report(0.25, only_critical, precisions={**only_critical, "critical": 0.25})
     candidate = report(0.4, {"critical": 0.6, "major": 0.5, "minor": 0.0, "trivial": 0.5})
     assert judge(base, candidate, GateSettings()).passed
+    # It recalled 'critical' only by answering it for everything: losing it is no collapse.
+    no_critical = report(0.4, {"critical": 0.0, "major": 1.0, "minor": 0.1, "trivial": 0.0})
+    assert judge(base, no_critical, GateSettings()).passed
 
 
 @pytest.fixture()

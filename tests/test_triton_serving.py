@@ -15,7 +15,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from flywheel_assets import cli
+from flywheel_assets import cli, runner
 from flywheel_assets.definitions import build_definitions
 from flywheel_assets.partitions import cycles
 from flywheel_assets.serving.client import ReviewClient
@@ -178,6 +178,7 @@ def test_gate_blocks_a_worse_adapter_and_v2_keeps_serving(flywheel):
     ]
     assert checks and not checks[0].passed
     assert "NOT DEPLOYED" in checks[0].description
+    assert runner.gate_blocked(result)  # the demo goes on to the next cycle
     deployed = store.query("SELECT * FROM deployments WHERE cycle = 'cycle-3'")
     assert deployed.is_empty() and flywheel.served() == [2]
 

@@ -29,8 +29,28 @@ class GateVerdict:
     collapsed: list[str] = field(default_factory=list)
 
 
+DEGENERATE_SHARE = 0.9
+
+
+def answer_shares(per_class: dict) -> dict[str, float]:
+    """Share of all answers that went to each severity (from precision, recall and support)."""
+    answered = {}
+    for c in SEVERITIES:
+        v = per_class[c]
+        hits = v["recall"] * v["support"]
+        answered[c] = hits / v["precision"] if v["precision"] else 0.0
+    total = sum(v["support"] for v in per_class.values()) or 1
+    return {c: n / total for c, n in answered.items()}
+
+
 def collapsed_classes(incoming: dict, candidate: dict) -> list[str]:
-    """Classes with support that the deployed model recalled and the candidate never finds."""
+    """Classes with support that the deployed model recalled and the candidate never finds.
+
+    A deployed model that gives one answer to (nearly) everything - the base model answering
+    "critical" - recalls that class by default, not by skill: it has no class to lose.
+    """
+    if max(answer_shares(incoming).values()) >= DEGENERATE_SHARE:
+        return []
     return [
         c
         for c in SEVERITIES
