@@ -31,8 +31,8 @@ class ExamSettings(_Section):
 
 
 class CurriculumSettings(_Section):
-    new_examples_per_cycle: int = Field(128, ge=1)
-    weak_class_boost: float = Field(2.0, ge=0.0)
+    new_examples_per_cycle: int = Field(160, ge=1)
+    weak_class_boost: float = Field(0.5, ge=0.0)
     feedback_weight: float = Field(1.5, gt=0.0)
 
 
@@ -48,7 +48,7 @@ class TrainingSettings(_Section):
     loss: Literal["label", "completion"] = "label"
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     checkpoint_every: int = Field(10, ge=1)
-    eval_every: int = Field(10, ge=0)
+    eval_every: int = Field(0, ge=0)
     patience: int = Field(3, ge=1)
     validation_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     # Stopping rule (see flywheel_assets/teaching/stopping.py); null disables a rule.
