@@ -21,9 +21,12 @@ from pathlib import Path
 
 import polars as pl
 
+from flywheel_assets.assets.adapter import build_job
 from flywheel_assets.definitions import build_definitions
+from flywheel_assets.external.recipe import resolve_config
+from flywheel_assets.external.train_lora import read_examples
 from flywheel_assets.lineage import adapter_ref, heldout_items
-from flywheel_assets.ml.lora_training import TrainConfig, train_lora
+from flywheel_assets.ml.lora_training import train_lora
 from flywheel_assets.runner import demo_cycle_keys, persistent_instance, run_cycles
 from flywheel_assets.teaching.metrics import classification_report
 
@@ -52,30 +55,17 @@ def evaluate(student, items: pl.DataFrame, adapter_dir: Path | None) -> dict:
 
 
 def flat_finetune(defs, total_steps: int, out: Path) -> tuple[Path, dict]:
-    """One LoRA on the whole train split, uniform weights, same settings, same total steps."""
+    """One LoRA on the whole train split, uniform weights, through the flywheel's own job and
+    recipe path (same settings), for the same total number of steps."""
     settings = defs.resources["flywheel_config"].settings()
-    student = defs.resources["student"]
-    store = defs.resources["store"]
-    train = store.query("SELECT code, review, severity FROM seed_corpus WHERE split = 'train'")
-    t = settings.training
-    config = TrainConfig(
-        base_model_path=student.base_model_path(),
-        output_dir=out,
-        lora_r=t.lora_r,
-        lora_alpha=t.lora_alpha,
-        lora_dropout=t.lora_dropout,
-        layers_to_train=t.layers_to_train,
-        learning_rate=t.learning_rate,
-        batch_size=t.batch_size,
-        max_steps=total_steps,
-        max_prompt_tokens=student.max_prompt_tokens,
-        seed=t.seed,
-        num_threads=student.num_threads,
-        loss=t.loss,
-        dtype=t.dtype,
+    train = defs.resources["store"].query(
+        "SELECT code, review, severity, 1.0 AS weight FROM seed_corpus WHERE split = 'train'"
     )
-    examples = [{**row, "weight": 1.0} for row in train.iter_rows(named=True)]
-    return out, train_lora(config, examples)
+    out.mkdir(parents=True, exist_ok=True)
+    train.write_ndjson(out / "curriculum.jsonl")
+    job = build_job(settings.training, defs.resources["student"], out, None, total_steps)
+    config, examples_path = resolve_config(job.model_dump())
+    return Path(job.output_dir), train_lora(config, read_examples(examples_path))
 
 
 def majority(items: pl.DataFrame) -> float:
@@ -110,7 +100,7 @@ def main() -> None:
         adapter_dir = artifacts.local_dir(adapter_ref(row))
         models.append((f"flywheel after {row['cycle']}", adapter_dir, steps))
     started = time.perf_counter()
-    flat_dir, flat_metrics = flat_finetune(defs, steps, args.out / "flat_adapter")
+    flat_dir, flat_metrics = flat_finetune(defs, steps, args.out / "flat")
     log.info("flat fine-tune: %d steps in %.0fs", steps, time.perf_counter() - started)
     models.append(("flat fine-tune", flat_dir, steps))
     rows = []
