@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -126,13 +127,14 @@ def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def parse_dotlist(items: list[str]) -> dict[str, Any]:
-    """Turn ["training.steps_per_cycle=20", ...] into a nested dict (values parsed as YAML)."""
+def parse_dotlist(items: Sequence[str]) -> dict[str, Any]:
+    """Turn ["training.steps_per_cycle=20", "seed=1", ...] into a (nested) dict; values are
+    parsed as YAML. Used for the flywheel settings and for the LoRA recipe's overrides."""
     result: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"override {item!r} is not of the form section.key=value")
+            raise ValueError(f"override {item!r} is not of the form key=value or section.key=value")
         node = result
         *parents, leaf = key.strip().split(".")
         for part in parents:

@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from flywheel_assets.ml.lora_training import TrainConfig
+from flywheel_assets.settings import parse_dotlist
 
 RECIPES_DIR = Path(__file__).with_name("recipes")
 DEFAULT_RECIPE = RECIPES_DIR / "lora_cpu.yaml"
@@ -25,24 +26,13 @@ def load_recipe(path: str | Path | None = None) -> dict[str, Any]:
     return data
 
 
-def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """``["learning_rate=1e-3", "max_steps=20"]`` -> dict (values parsed as YAML)."""
-    result: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"override {item!r} is not of the form key=value")
-        result[key.strip()] = yaml.safe_load(raw)
-    return result
-
-
 def resolve_config(
     job: Mapping[str, Any],
     recipe: str | Path | None = None,
     overrides: Sequence[str] = (),
 ) -> tuple[TrainConfig, Path]:
     """(TrainConfig, examples_path) from the recipe file, the job and the overrides."""
-    fields = {**load_recipe(recipe), **dict(job), **parse_overrides(overrides)}
+    fields = {**load_recipe(recipe), **dict(job), **parse_dotlist(overrides)}
     if "examples_path" not in fields:
         raise ValueError("the job has no examples_path (the curriculum file)")
     examples_path = Path(fields.pop("examples_path"))
