@@ -11,7 +11,17 @@ from resources.artifact_store import ArtifactRef
 from resources.lineage_store import LineageStore
 from resources.teacher import Item
 
-ITEM_COLUMNS = ["item_id", "source", "code", "review", "severity"]
+ITEM_COLUMNS = [
+    "item_id",
+    "source",
+    "code",
+    "review",
+    "severity",
+    "explanation",
+    "explanation_source",
+    "good_code",
+    "details",
+]
 
 
 def to_items(frame: pl.DataFrame) -> list[Item]:
@@ -22,9 +32,13 @@ def training_pool(store: LineageStore, cycle: str) -> pl.DataFrame:
     """The teacher's data source: the seed corpus's train split + feedback up to this cycle."""
     return store.query(
         """
-        SELECT item_id, source, code, review, severity FROM seed_corpus WHERE split = 'train'
+        SELECT item_id, source, code, review, severity, NULL AS explanation,
+               NULL AS explanation_source, good_code, details
+        FROM seed_corpus WHERE split = 'train'
         UNION ALL
-        SELECT f.item_id, 'feedback' AS source, f.code, f.review, f.severity
+        SELECT f.item_id, 'feedback' AS source, f.code, f.review, f.severity, f.explanation,
+               CASE WHEN f.explanation IS NULL THEN NULL ELSE 'reviewer' END,
+               NULL AS good_code, NULL AS details
         FROM feedback f JOIN cycles c ON c.cycle = f.cycle
         WHERE c.seq <= (SELECT seq FROM cycles WHERE cycle = ?)
         ORDER BY item_id
@@ -36,7 +50,7 @@ def training_pool(store: LineageStore, cycle: str) -> pl.DataFrame:
 def heldout_items(store: LineageStore, max_items: int | None) -> pl.DataFrame:
     """The fixed held-out split no training step ever sees (optionally a fixed prefix of it)."""
     frame = store.query(
-        "SELECT item_id, source, code, review, severity FROM seed_corpus "
+        "SELECT item_id, source, code, review, severity, good_code, details FROM seed_corpus "
         "WHERE split = 'heldout' ORDER BY item_id"
     )
     return frame if max_items is None else frame.head(max_items)

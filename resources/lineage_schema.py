@@ -94,6 +94,10 @@ ADDED_COLUMNS: dict[str, list[str]] = {
     ],
     # served: whether Triton loaded the version; action: deploy | rollback.
     "deployments": ["served BOOLEAN", "action VARCHAR"],
+    # The explanation task: the reference explanation and who wrote it (llm-teacher/<model>,
+    # corpus-template/1 or reviewer).
+    "teacher_examples": ["explanation VARCHAR", "explanation_source VARCHAR"],
+    "curricula": ["explanation VARCHAR", "explanation_source VARCHAR"],
 }
 
 

@@ -31,6 +31,7 @@ from flywheel_assets.teaching.exam_design import allocate, draw_questions
 from flywheel_assets.teaching.example_selection import select_examples
 from flywheel_assets.teaching.metrics import proficiency as code_proficiency
 from flywheel_assets.teaching.metrics import written_feedback
+from flywheel_assets.teaching.preference import judge_both_orders
 from flywheel_assets.teaching.teacher_items import Accepted, Rules, accept
 from resources.lineage_store import LineageStore
 from resources.teacher import (
@@ -199,22 +200,33 @@ class LLMTeacher(Teacher):
         usage = TeacherUsage()
         render = partial(self._judge_prompt, request)
         outcomes = self._call(request.cycle, "judge", chunks, render, JUDGE_SCHEMA, usage)
-        verdicts = [_verdict(o, c.swapped) for c, o in zip(chunks, outcomes, strict=True)]
-        valid = [v for v in verdicts if v[0] is not None]
-        if not valid:
-            winner, reason = "tie", f"no valid verdict ({'; '.join(v[1] for v in verdicts)})"
-        elif len({v[0] for v in valid}) == 1:
-            winner, reason = valid[0]
-        else:
-            winner = "tie"
-            reason = f"the verdict changed with the order (position bias): {valid[0][1]}"
+        # Both calls ran concurrently; each reply is read in the order it was shown, and the
+        # shared rule maps the swapped one back and combines them.
+        replies = iter([_verdict(o, swapped=False) for o in outcomes])
+        winner, reason = judge_both_orders(lambda a, b: next(replies), "A", "B")
         return JudgeVerdict(
-            winner=winner,
+            winner=winner or "tie",
             reason=reason,
             teacher=self.teacher_id,
             prompt_sha256=prompt_sha256("judge_explanations"),
             usage=usage,
-            valid=bool(valid),
+            valid=winner is not None,
+        )
+
+    def judge_once(self, request: JudgeRequest) -> JudgeVerdict:
+        """One call, explanation A shown first."""
+        usage = TeacherUsage()
+        render = partial(self._judge_prompt, request)
+        chunks = [Chunk("judge/ab", {}, [])]
+        (outcome,) = self._call(request.cycle, "judge", chunks, render, JUDGE_SCHEMA, usage)
+        winner, reason = _verdict(outcome, swapped=False)
+        return JudgeVerdict(
+            winner=winner or "tie",
+            reason=reason,
+            teacher=self.teacher_id,
+            prompt_sha256=prompt_sha256("judge_explanations"),
+            usage=usage,
+            valid=winner is not None,
         )
 
     # -- prompts -------------------------------------------------------------------------------

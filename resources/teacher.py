@@ -13,6 +13,9 @@ from flywheel_assets.teaching.exam_design import allocate, draw_questions
 from flywheel_assets.teaching.example_selection import select_examples
 from flywheel_assets.teaching.explanation_judge import judge_by_proxy
 from flywheel_assets.teaching.metrics import proficiency, written_feedback
+from flywheel_assets.teaching.preference import judge_both_orders
+from flywheel_assets.teaching.reference_explanations import SOURCE as REFERENCE_SOURCE
+from flywheel_assets.teaching.reference_explanations import corpus_reference
 
 
 class Item(BaseModel):
@@ -23,6 +26,28 @@ class Item(BaseModel):
     code: str
     review: str
     severity: str
+    # Reference explanation of the severity (second task), and who wrote it: the LLM teacher,
+    # the corpus teacher's template over the data source's text, or a reviewer.
+    explanation: str | None = None
+    explanation_source: str | None = None
+    # The data source's own material about the item (pylint rule docs and documented fix);
+    # read by the corpus teacher, never stored with exams or examples.
+    good_code: str | None = None
+    details: str | None = None
+
+
+SOURCE_MATERIAL = {"good_code", "details"}
+
+
+def with_reference(item: Item) -> Item:
+    """The item with a reference explanation: its own (a reviewer's) or one the corpus teacher
+    builds from the data source's text; unchanged when neither exists."""
+    if item.explanation:
+        return item
+    text = corpus_reference(item.severity, item.code, item.good_code, item.details)
+    if text is None:
+        return item
+    return item.model_copy(update={"explanation": text, "explanation_source": REFERENCE_SOURCE})
 
 
 class GradedQuestion(Item):
@@ -135,8 +160,30 @@ class Teacher(dg.ConfigurableResource, ABC):
     def evaluate_exam(self, request: EvaluationRequest) -> EvaluationResult: ...
 
     @abstractmethod
+    def judge_once(self, request: JudgeRequest) -> JudgeVerdict:
+        """One verdict, with explanation A shown first: "A", "B" or "tie" (may be biased by the
+        order; use `judge_explanations` for a judgement)."""
+
     def judge_explanations(self, request: JudgeRequest) -> JudgeVerdict:
-        """Which of two explanations of the same finding is better: "A", "B" or "tie"."""
+        """Which of two explanations of the same finding is better: "A", "B" or "tie". Asked
+        in both orders; a verdict that flips with the order is a tie."""
+        verdicts: list[JudgeVerdict] = []
+
+        def once(first: str, second: str) -> tuple[str | None, str]:
+            update = {"explanation_a": first, "explanation_b": second}
+            verdict = self.judge_once(request.model_copy(update=update))
+            verdicts.append(verdict)
+            return (verdict.winner if verdict.valid else None), verdict.reason
+
+        winner, reason = judge_both_orders(once, request.explanation_a, request.explanation_b)
+        return JudgeVerdict(
+            winner=winner or "tie",
+            reason=reason,
+            teacher=self.teacher_id,
+            prompt_sha256=prompt_sha256("judge_explanations"),
+            scores=verdicts[0].scores,
+            valid=winner is not None,
+        )
 
 
 class CorpusTeacher(Teacher):
@@ -180,13 +227,15 @@ class CorpusTeacher(Teacher):
         return EvaluationResult(
             proficiency=proficiency(request.report),
             feedback=written_feedback(request.report),
-            new_examples=[Item.model_validate(e) for e in examples],
+            new_examples=[with_reference(Item.model_validate(e)) for e in examples],
             teacher=self.teacher_id,
             prompt_sha256=prompt_sha256("exam_evaluation"),
-            notes=f"examples per severity requested: {quotas}",
+            notes=f"examples per severity requested: {quotas}; reference explanations built "
+            f"from the corpus's rule docs and good/bad code ({REFERENCE_SOURCE}), or the "
+            "reviewer's own",
         )
 
-    def judge_explanations(self, request: JudgeRequest) -> JudgeVerdict:
+    def judge_once(self, request: JudgeRequest) -> JudgeVerdict:
         verdict = judge_by_proxy(
             request.item.model_dump(),
             request.explanation_a,

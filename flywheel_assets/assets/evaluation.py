@@ -16,7 +16,7 @@ from flywheel_assets.teacher_metadata import store_quarantine, teacher_metadata
 from flywheel_assets.teaching.metrics import classification_report, confusion_markdown
 from resources.flywheel_config import FlywheelConfig
 from resources.lineage_store import LineageStore
-from resources.teacher import EvaluationRequest, GradedQuestion, Teacher
+from resources.teacher import SOURCE_MATERIAL, EvaluationRequest, GradedQuestion, Teacher
 
 VERSION = f"1-{prompts_version('exam_evaluation')}"
 
@@ -87,7 +87,7 @@ def exam_evaluation(
     examples = pl.DataFrame(
         [
             {
-                **e.model_dump(),
+                **e.model_dump(exclude=SOURCE_MATERIAL),
                 "cycle": cycle,
                 "teacher": result.teacher,
                 "asset_version": VERSION,

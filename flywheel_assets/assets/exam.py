@@ -15,7 +15,7 @@ from flywheel_assets.severity import SEVERITIES
 from flywheel_assets.teacher_metadata import store_quarantine, teacher_metadata
 from resources.flywheel_config import FlywheelConfig
 from resources.lineage_store import LineageStore
-from resources.teacher import ExamRequest, Teacher
+from resources.teacher import SOURCE_MATERIAL, ExamRequest, Teacher
 
 VERSION = f"2-{prompts_version('exam_generation')}"
 
@@ -50,7 +50,7 @@ def exam(
     rows = pl.DataFrame(
         [
             {
-                **q.model_dump(),
+                **q.model_dump(exclude=SOURCE_MATERIAL | {"explanation", "explanation_source"}),
                 "cycle": cycle,
                 "exam_id": exam_id,
                 "question_no": i,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from transformers import PreTrainedTokenizerBase
@@ -31,8 +32,11 @@ _TRUNCATION_SLACK = 4
 
 
 @functools.cache
-def load_template(path: Path = PROMPT_PATH) -> tuple[str, str]:
-    """(system, user) template strings parsed from the prompt file."""
+def load_template(
+    path: Path = PROMPT_PATH, placeholders: tuple[str, ...] = ("code", "review")
+) -> tuple[str, str]:
+    """(system, user) template strings parsed from a prompt file; the user section must hold
+    every one of ``placeholders``."""
     text = Path(path).read_text(encoding="utf-8")
     match = re.search(
         rf"^{re.escape(SYSTEM_MARKER)}\s*\n(.*?)^{re.escape(USER_MARKER)}\s*\n(.*)\Z",
@@ -42,8 +46,9 @@ def load_template(path: Path = PROMPT_PATH) -> tuple[str, str]:
     if match is None:
         raise ValueError(f"{path}: expected '{SYSTEM_MARKER}' and '{USER_MARKER}' sections")
     system, user = match.group(1).strip(), match.group(2).strip()
-    if "{code}" not in user or "{review}" not in user:
-        raise ValueError(f"{path}: the user section needs {{code}} and {{review}} placeholders")
+    missing = [name for name in placeholders if "{" + name + "}" not in user]
+    if missing:
+        raise ValueError(f"{path}: the user section needs the placeholders {missing}")
     return system, user
 
 
@@ -56,7 +61,7 @@ def render_messages(code: str, review: str) -> list[dict[str, str]]:
     ]
 
 
-def _encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+def encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     return list(tokenizer.encode(text, add_special_tokens=False))
 
 
@@ -64,12 +69,12 @@ def _prompt_ids(tokenizer: PreTrainedTokenizerBase, code: str, review: str) -> l
     text = tokenizer.apply_chat_template(
         render_messages(code, review), add_generation_prompt=True, tokenize=False
     )
-    return _encode(tokenizer, text + ANSWER_PREFIX)
+    return encode(tokenizer, text + ANSWER_PREFIX)
 
 
-def _head_tail(tokenizer: PreTrainedTokenizerBase, text: str, keep_tokens: int) -> str:
+def head_tail(tokenizer: PreTrainedTokenizerBase, text: str, keep_tokens: int) -> str:
     """``text`` cut to about ``keep_tokens`` tokens: its head and tail joined by ``...``."""
-    ids = _encode(tokenizer, text)
+    ids = encode(tokenizer, text)
     if len(ids) <= keep_tokens:
         return text
     if keep_tokens <= 0:
@@ -80,25 +85,29 @@ def _head_tail(tokenizer: PreTrainedTokenizerBase, text: str, keep_tokens: int) 
     return tokenizer.decode(ids[:head]) + ELLIPSIS + tail_text
 
 
-def build_prompt(
-    tokenizer: PreTrainedTokenizerBase, code: str, review: str, max_prompt_tokens: int
+def fit_prompt(
+    tokenizer: PreTrainedTokenizerBase,
+    render: Callable[[str, str], list[int]],
+    code: str,
+    review: str,
+    max_prompt_tokens: int,
 ) -> list[int]:
-    """Token ids of the chat prompt + answer prefix, at most ``max_prompt_tokens`` long.
+    """``render(code, review)`` token ids, at most ``max_prompt_tokens`` long.
 
     Over-long code is cut in the middle (head and tail kept, joined by ``...``); if the review
     alone still does not fit, the review is cut the same way.
     """
-    ids = _prompt_ids(tokenizer, code, review)
+    ids = render(code, review)
     for field in ("code", "review"):
         for _ in range(4):
             if len(ids) <= max_prompt_tokens:
                 return ids
             overflow = len(ids) - max_prompt_tokens + _TRUNCATION_SLACK
             if field == "code":
-                code = _head_tail(tokenizer, code, len(_encode(tokenizer, code)) - overflow)
+                code = head_tail(tokenizer, code, len(encode(tokenizer, code)) - overflow)
             else:
-                review = _head_tail(tokenizer, review, len(_encode(tokenizer, review)) - overflow)
-            ids = _prompt_ids(tokenizer, code, review)
+                review = head_tail(tokenizer, review, len(encode(tokenizer, review)) - overflow)
+            ids = render(code, review)
     if len(ids) > max_prompt_tokens:
         raise ValueError(
             f"the empty prompt needs {len(ids)} tokens, over max_prompt_tokens={max_prompt_tokens}"
@@ -106,12 +115,21 @@ def build_prompt(
     return ids
 
 
+def build_prompt(
+    tokenizer: PreTrainedTokenizerBase, code: str, review: str, max_prompt_tokens: int
+) -> list[int]:
+    """Token ids of the chat prompt + answer prefix, at most ``max_prompt_tokens`` long."""
+    return fit_prompt(
+        tokenizer, lambda c, r: _prompt_ids(tokenizer, c, r), code, review, max_prompt_tokens
+    )
+
+
 def completion_ids(tokenizer: PreTrainedTokenizerBase, severity: str) -> list[int]:
     """Token ids of the completion ``<severity>"}`` + eos that follows the answer prefix."""
     if severity not in SEVERITIES:
         raise ValueError(f"unknown severity {severity!r}; expected one of {SEVERITIES}")
-    prefix = _encode(tokenizer, ANSWER_PREFIX)
-    full = _encode(tokenizer, ANSWER_PREFIX + severity + ANSWER_SUFFIX)
+    prefix = encode(tokenizer, ANSWER_PREFIX)
+    full = encode(tokenizer, ANSWER_PREFIX + severity + ANSWER_SUFFIX)
     if full[: len(prefix)] != prefix:
         raise ValueError(f"tokenizer merges the answer prefix with {severity!r}")
     return full[len(prefix) :] + [tokenizer.eos_token_id]
