@@ -52,6 +52,9 @@ class TrainingSettings(_Section):
     eval_every: int = Field(0, ge=0)
     patience: int = Field(3, ge=1)
     validation_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    explanation_weight: float = Field(0.5, ge=0.0)  # the explanation task; 0 = severity only
+    explanation_batch_size: int = Field(2, ge=1)
+    max_explanation_tokens: int = Field(96, ge=8)
     # Stopping rule (see flywheel_assets/teaching/stopping.py); null disables a rule.
     plateau_cycles: int | None = Field(3, ge=1)
     plateau_min_gain: float = Field(0.02, ge=0.0)  # held-out accuracy (0.02 = 2 points)

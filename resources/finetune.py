@@ -15,7 +15,7 @@ class FineTuneJob(BaseModel):
     """Everything a runner needs; the same contract for every launcher."""
 
     base_model_path: str
-    examples_path: str  # JSONL: code, review, severity, weight
+    examples_path: str  # JSONL: code, review, severity, weight, explanation (optional)
     output_dir: str
     init_adapter_dir: str | None = None  # warm start
     learning_rate: float
@@ -37,6 +37,10 @@ class FineTuneJob(BaseModel):
     eval_every: int = 10
     patience: int = 3
     validation_fraction: float = 0.1
+    # Multi-task: rows with a reference explanation also train the explanation task.
+    explanation_weight: float = 0.5
+    explanation_batch_size: int = 2
+    max_explanation_tokens: int = 96
 
 
 class FineTuneLauncher(dg.ConfigurableResource, ABC):

@@ -34,7 +34,8 @@ _NOT_FINGERPRINTED = {"output_dir", "checkpoint_dir", "examples_path", "num_thre
 
 def write_examples(store: LineageStore, cycle: str, path: Path) -> int:
     frame = store.query(
-        "SELECT code, review, severity, weight FROM curricula WHERE cycle = ? ORDER BY example_id",
+        "SELECT code, review, severity, weight, explanation FROM curricula WHERE cycle = ? "
+        "ORDER BY example_id",
         [cycle],
     )
     if frame.is_empty():
@@ -89,6 +90,9 @@ def build_job(
         eval_every=training.eval_every,
         patience=training.patience,
         validation_fraction=training.validation_fraction,
+        explanation_weight=training.explanation_weight,
+        explanation_batch_size=training.explanation_batch_size,
+        max_explanation_tokens=training.max_explanation_tokens,
     )
 
 

@@ -15,18 +15,29 @@ from flywheel_assets.teaching.curriculum_weights import weigh
 from resources.flywheel_config import FlywheelConfig
 from resources.lineage_store import LineageStore
 
-VERSION = "2"
-COLUMNS = ["item_id", "origin", "added_in_cycle", "code", "review", "severity"]
+VERSION = "3"
+COLUMNS = [
+    "item_id",
+    "origin",
+    "added_in_cycle",
+    "code",
+    "review",
+    "severity",
+    "explanation",
+    "explanation_source",
+]
 
 
 def new_rows(store: LineageStore, cycle: str) -> pl.DataFrame:
     """This cycle's additions: teacher examples and accepted reviewer feedback."""
     return store.query(
         """
-        SELECT item_id, 'teacher' AS origin, cycle AS added_in_cycle, code, review, severity
+        SELECT item_id, 'teacher' AS origin, cycle AS added_in_cycle, code, review, severity,
+               explanation, explanation_source
         FROM teacher_examples WHERE cycle = ?
         UNION ALL
-        SELECT item_id, 'feedback' AS origin, cycle AS added_in_cycle, code, review, severity
+        SELECT item_id, 'feedback' AS origin, cycle AS added_in_cycle, code, review, severity,
+               explanation, CASE WHEN explanation IS NULL THEN NULL ELSE 'reviewer' END
         FROM feedback WHERE cycle = ?
         """,
         [cycle, cycle],
@@ -36,6 +47,16 @@ def new_rows(store: LineageStore, cycle: str) -> pl.DataFrame:
 def curriculum_version(frame: pl.DataFrame) -> str:
     keys = sorted(f"{r['item_id']}:{r['weight']:.4f}" for r in frame.iter_rows(named=True))
     return hashlib.sha256("|".join(keys).encode()).hexdigest()[:16]
+
+
+def explanation_sources(frame: pl.DataFrame) -> dict[str, int]:
+    """How many reference explanations each source wrote (llm-teacher/..., corpus-template/1,
+    reviewer); rows without one train the severity task only."""
+    counts = frame.group_by("explanation_source").len().sort("explanation_source")
+    return {
+        (row["explanation_source"] or "none (severity only)"): int(row["len"])
+        for row in counts.iter_rows(named=True)
+    }
 
 
 @cycle_asset(VERSION, deps=[exam_evaluation, reviewer_feedback])
@@ -80,6 +101,8 @@ def curriculum(
             "added": added,
             "previous_curriculum_cycle": prev_cycle or "none",
             "previous_size": previous.height,
+            "with_explanation": int(weighted["explanation"].is_not_null().sum()),
+            "explanation_sources": dg.MetadataValue.json(explanation_sources(weighted)),
             "origins": dg.MetadataValue.json(
                 {o: int((weighted["origin"] == o).sum()) for o in ("teacher", "feedback")}
             ),

@@ -5,9 +5,10 @@ Under Dagster::
     python -m flywheel_assets.external.train_lora
 
 reads the job from the Pipes extra ``"job"``: ``TrainConfig`` fields plus ``examples_path``
-(JSONL or parquet with columns code, review, severity, weight), on top of the recipe file
-``recipes/lora_cpu.yaml`` (the job's fields win). It logs ``step i/N loss x.xxxx`` every step,
-saves the adapter to ``output_dir`` and reports an asset materialization with the run's metrics.
+(JSONL or parquet with columns code, review, severity, weight and optionally explanation), on
+top of the recipe file ``recipes/lora_cpu.yaml`` (the job's fields win). It logs
+``step i/N loss x.xxxx`` every step, saves the adapter to ``output_dir`` and reports an asset
+materialization with the run's metrics.
 With ``checkpoint_dir`` in the job, a re-run after a crash resumes from the last checkpoint.
 
 Without Dagster (debugging), pass the same job as a JSON file, optionally another recipe file and
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -35,7 +37,7 @@ from typing import Any
 from dagster_pipes import PipesContext, PipesEnvVarParamsLoader, open_dagster_pipes
 
 logger = logging.getLogger("flywheel_assets.external.train_lora")
-EXAMPLE_COLUMNS = ("code", "review", "severity", "weight")
+EXAMPLE_COLUMNS = ("code", "review", "severity", "weight", "explanation")
 CRASH_ENV = "FLYWHEEL_TEST_CRASH_AFTER_STEP"
 
 
@@ -67,6 +69,7 @@ def read_examples(path: Path) -> list[dict[str, Any]]:
                 "review": row["review"],
                 "severity": row["severity"],
                 "weight": 1.0 if weight is None else float(weight),
+                "explanation": row.get("explanation") or None,
             }
         )
     return examples
@@ -90,11 +93,20 @@ def materialization_metadata(metrics: Mapping[str, Any], n_examples: int) -> dic
         "adapter_dir": str(metrics["output_dir"]),
         "resumed_from_step": int(metrics["resumed_from_step"]),
         "train_examples": int(metrics["train_examples"]),
+        "explanation_examples": int(metrics["explanation_examples"]),
+        "explanation_steps": int(metrics["explanation_steps"]),
+        "mean_explanation_loss": _number(metrics["mean_explanation_loss"]),
+        "final_explanation_loss": _number(metrics["final_explanation_loss"]),
         "validation_examples": int(metrics["validation_examples"]),
         "early_stopped": bool(metrics["early_stopped"]),
         "best_step": int(metrics["best_step"]),
         "validation_loss": {"raw_value": curve, "type": "json"},
     }
+
+
+def _number(value: float) -> float | None:
+    """Rounded, or None for NaN (no explanation steps): NaN is not valid metadata JSON."""
+    return None if math.isnan(value) else round(float(value), 6)
 
 
 def _crash_after_step() -> int | None:
@@ -122,6 +134,13 @@ def run_job(
         f"training LoRA on {len(examples)} examples for {config.max_steps} steps "
         f"(base {config.base_model_path}, threads {torch.get_num_threads()})"
     )
+
+    explained = sum(bool(ex["explanation"]) for ex in examples)
+    if config.explanation_weight > 0:
+        reporter.log.info(
+            f"explanation task: {explained} rows have a reference explanation "
+            f"(weight {config.explanation_weight}, up to {config.explanation_batch_size} a step)"
+        )
 
     def on_step(step: int, loss: float) -> None:
         reporter.log.info(f"step {step}/{config.max_steps} loss {loss:.4f}")

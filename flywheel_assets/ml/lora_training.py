@@ -1,4 +1,10 @@
-"""LoRA fine-tuning of the student on severity labels, on CPU.
+"""LoRA fine-tuning of the student on severity labels (and explanations), on CPU.
+
+Multi-task: a curriculum row with a reference ``explanation`` also yields an explanation
+example (the explanation prompt + the reference, completion loss over the reference tokens).
+The batch stream is over severity examples, so the severity task gets exactly the updates it
+would get alone; each step adds the explanation examples of up to ``explanation_batch_size`` of
+its rows, each weighted ``explanation_weight`` x the row's weight (0 = severity only).
 
 Loss: completion-only cross-entropy. Each example is ``prompt + <label>"} + eos``; only the
 completion tokens carry loss. Each example's mean token loss is multiplied by its ``weight`` and
@@ -32,6 +38,7 @@ import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -51,6 +58,7 @@ from flywheel_assets.ml.checkpoints import (
     trainable_state,
 )
 from flywheel_assets.ml.early_stopping import EarlyStopping, split_validation
+from flywheel_assets.ml.explanation_prompt import build_explain_prompt, explanation_completion_ids
 from flywheel_assets.ml.scoring import logits_at, pad_right
 from flywheel_assets.ml.severity_prompt import (
     SEVERITIES,
@@ -102,6 +110,12 @@ class TrainConfig(BaseModel):
     patience: int = Field(3, ge=1)  # evaluations without improvement before stopping
     validation_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     min_validation_examples: int = Field(4, ge=1)  # fewer held back -> no validation at all
+    # The explanation task (rows with an `explanation`): its weight relative to the row's
+    # severity example (0 = severity only), how many ride along with each step's batch, and
+    # the reference's length cap in tokens.
+    explanation_weight: float = Field(0.5, ge=0.0)
+    explanation_batch_size: int = Field(2, ge=1)
+    max_explanation_tokens: int = Field(96, ge=8)
 
 
 # Fields that do not change what a run computes (left out of its fingerprint).
@@ -115,6 +129,43 @@ class Encoded(BaseModel):
     prompt_len: int
     weight: float
     label: int  # index of the severity in SEVERITIES
+    task: Literal["severity", "explanation"] = "severity"
+
+
+def _weight_of(ex: dict[str, Any]) -> float:
+    weight = float(ex.get("weight", 1.0))
+    if not math.isfinite(weight) or weight < 0:
+        raise ValueError(f"example weight must be finite and >= 0, got {weight}")
+    return weight
+
+
+def encode_explanations(
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Sequence[dict[str, Any]],
+    max_prompt_tokens: int,
+    weight: float,
+    max_explanation_tokens: int,
+) -> list[Encoded | None]:
+    """One explanation example per row that has a reference ``explanation`` (else None)."""
+    encoded: list[Encoded | None] = []
+    for ex in examples:
+        text = (ex.get("explanation") or "").strip()
+        if weight <= 0 or not text:
+            encoded.append(None)
+            continue
+        code, review, severity = ex["code"] or "", ex["review"], ex["severity"]
+        prompt = build_explain_prompt(tokenizer, code, review, severity, max_prompt_tokens)
+        completion = explanation_completion_ids(tokenizer, text, max_explanation_tokens)
+        encoded.append(
+            Encoded(
+                ids=prompt + completion,
+                prompt_len=len(prompt),
+                weight=_weight_of(ex) * weight,
+                label=SEVERITIES.index(severity),
+                task="explanation",
+            )
+        )
+    return encoded
 
 
 def encode_examples(
@@ -125,9 +176,7 @@ def encode_examples(
     for ex in examples:
         prompt = build_prompt(tokenizer, ex["code"] or "", ex["review"], max_prompt_tokens)
         completion = completion_ids(tokenizer, ex["severity"])
-        weight = float(ex.get("weight", 1.0))
-        if not math.isfinite(weight) or weight < 0:
-            raise ValueError(f"example weight must be finite and >= 0, got {weight}")
+        weight = _weight_of(ex)
         encoded.append(
             Encoded(
                 ids=prompt + completion,
@@ -199,6 +248,12 @@ def batch_loss(model: torch.nn.Module, batch: Sequence[Encoded], pad_id: int) ->
     per_example = torch.zeros(len(batch), device=device).index_add(0, row_t, token_loss)
     counts = torch.zeros(len(batch), device=device).index_add(0, row_t, torch.ones_like(token_loss))
     return _weighted_mean(per_example / counts, batch)
+
+
+def combined_loss(parts: Sequence[tuple[torch.Tensor, float]]) -> torch.Tensor:
+    """Weighted mean over several sub-batches, from each one's weighted mean and weight sum."""
+    total = sum(weight for _, weight in parts)
+    return sum(loss * weight for loss, weight in parts) / max(total, 1e-12)
 
 
 def build_peft_model(config: TrainConfig) -> torch.nn.Module:
@@ -328,6 +383,7 @@ class LoopState(BaseModel):
 
     step: int = 0  # optimiser steps done = batches taken from the stream
     losses: list[float] = []
+    explanation_losses: list[float] = []  # the explanation part of each step's loss (if any)
     tokens: int = 0
     early: EarlyStopping
     early_stopped: bool = False
@@ -343,9 +399,12 @@ class _Trainer:
         data: tuple[list[Encoded], list[Encoded]],
         tokenizer: PreTrainedTokenizerBase,
         fingerprint: str,
+        explanations: list[Encoded | None] | None = None,
     ) -> None:
         self.config, self.model, self.fingerprint = config, model, fingerprint
         self.train_data, self.val_data = data
+        self.explanations = explanations or [None] * len(self.train_data)
+        self.explanation_loss_fn = partial(batch_loss, model, pad_id=tokenizer.pad_token_id)
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer, self.scheduler = _optimizer(config, self.params)
         self.loss_fn = _loss_fn(config, model, tokenizer)
@@ -387,9 +446,21 @@ class _Trainer:
         self.state.early_stopped = self.state.early.should_stop
         logger.info("step %d validation loss %.4f", self.state.step, loss)
 
-    def step(self, batch: list[Encoded]) -> float:
+    def step(self, indices: list[int]) -> float:
+        batch = [self.train_data[i] for i in indices]
+        explained = [self.explanations[i] for i in indices if self.explanations[i] is not None]
+        explained = explained[: self.config.explanation_batch_size]
         with self.autocast:
             loss = self.loss_fn(batch)
+            if explained:
+                explanation_loss = self.explanation_loss_fn(explained)
+                loss = combined_loss(
+                    [
+                        (loss, sum(ex.weight for ex in batch)),
+                        (explanation_loss, sum(ex.weight for ex in explained)),
+                    ]
+                )
+                self.state.explanation_losses.append(float(explanation_loss.detach()))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.max_grad_norm is not None:
@@ -398,6 +469,7 @@ class _Trainer:
         self.scheduler.step()
         label_only = self.config.loss == "label"
         self.state.tokens += sum(ex.prompt_len if label_only else len(ex.ids) - 1 for ex in batch)
+        self.state.tokens += sum(len(ex.ids) - 1 for ex in explained)
         self.state.step += 1
         self.state.losses.append(float(loss.detach()))
         return self.state.losses[-1]
@@ -414,7 +486,7 @@ class _Trainer:
             self.evaluate()
         self.model.train()
         while state.step < config.max_steps and not state.early_stopped:
-            loss = self.step([self.train_data[i] for i in next(batches)])
+            loss = self.step(next(batches))
             if evaluating and (
                 state.step % config.eval_every == 0 or state.step == config.max_steps
             ):
@@ -454,11 +526,18 @@ def train_lora(
         encode_examples(tokenizer, train, config.max_prompt_tokens),
         encode_examples(tokenizer, val, config.max_prompt_tokens),
     )
+    explanations = encode_explanations(
+        tokenizer,
+        train,
+        config.max_prompt_tokens,
+        config.explanation_weight,
+        config.max_explanation_tokens,
+    )
     fingerprint = run_fingerprint(
         config.model_dump(mode="json", exclude=_NOT_FINGERPRINTED), examples
     )
     model = build_peft_model(config).to(resolve_device(config))
-    trainer = _Trainer(config, model, data, tokenizer, fingerprint)
+    trainer = _Trainer(config, model, data, tokenizer, fingerprint, explanations)
     trainer.resume()
     logger.info(
         "training %d examples (%d for validation), %s %s, %d threads, from step %d",
@@ -499,6 +578,16 @@ def _metrics(
         "output_dir": str(config.output_dir),
         "resumed_from_step": trainer.resumed_from_step,
         "train_examples": len(trainer.train_data),
+        "explanation_examples": sum(ex is not None for ex in trainer.explanations),
+        "explanation_steps": len(state.explanation_losses),
+        "mean_explanation_loss": (
+            sum(state.explanation_losses) / len(state.explanation_losses)
+            if state.explanation_losses
+            else math.nan
+        ),
+        "final_explanation_loss": (
+            state.explanation_losses[-1] if state.explanation_losses else math.nan
+        ),
         "validation_examples": len(trainer.val_data),
         "validation_loss": [[step, loss] for step, loss in state.early.curve],
         "best_step": state.early.best_step if state.early.best_step is not None else state.step,
