@@ -15,6 +15,7 @@ from flywheel_assets.assets.curriculum import curriculum
 from flywheel_assets.assets.deployment import deployed_student
 from flywheel_assets.assets.evaluation import exam_evaluation
 from flywheel_assets.assets.exam import exam
+from flywheel_assets.assets.explanations import explanation_preference
 from flywheel_assets.assets.feedback import reviewer_feedback, rows_conserved
 from flywheel_assets.assets.heldout import heldout_evaluation
 from flywheel_assets.assets.seed import seed_corpus
@@ -41,6 +42,7 @@ CYCLE_ASSETS = [
     curriculum,
     lora_adapter,
     heldout_evaluation,
+    explanation_preference,
     deployed_student,
 ]
 
@@ -52,6 +54,7 @@ SETTINGS_USED = {
     "curriculum": ("curriculum",),
     "lora_adapter": ("training", "student"),
     "heldout_evaluation": ("heldout", "student"),
+    "explanation_preference": ("judge", "student"),
     "reviewer_feedback": ("feedback",),
 }
 

@@ -66,6 +66,15 @@ class HeldoutSettings(_Section):
     max_items: int | None = Field(None, ge=4)
 
 
+class JudgeSettings(_Section):
+    """The per-cycle explanation judge: a fixed sample of held-out items, explained by the new
+    adapter, the base model and the previously deployed adapter, judged pairwise."""
+
+    sample_size: int = Field(24, ge=2)
+    max_new_tokens: int = Field(96, ge=8)
+    examples_shown: int = Field(3, ge=0)  # example explanations in the asset's metadata
+
+
 class GateSettings(_Section):
     """Deployment gate: the candidate adapter vs. the deployed model on the held-out split."""
 
@@ -111,6 +120,7 @@ class FlywheelSettings(_Section):
     training: TrainingSettings = TrainingSettings()
     heldout: HeldoutSettings = HeldoutSettings()
     gate: GateSettings = GateSettings()
+    judge: JudgeSettings = JudgeSettings()
     teacher: TeacherSettings = TeacherSettings()
     feedback: FeedbackSettings = FeedbackSettings()
 

@@ -67,6 +67,19 @@ TABLES: dict[str, str] = {
         repository VARCHAR, deployed_at TIMESTAMP, asset_version VARCHAR, served BOOLEAN,
         action VARCHAR
     """,
+    "explanations": """
+        model_ref VARCHAR, item_id VARCHAR, severity VARCHAR, explanation VARCHAR,
+        prompt_sha256 VARCHAR, max_new_tokens INTEGER, seconds DOUBLE
+    """,
+    "explanation_judgements": """
+        cycle VARCHAR, baseline VARCHAR, candidate_ref VARCHAR, baseline_ref VARCHAR,
+        item_id VARCHAR, winner VARCHAR, reason VARCHAR, judge VARCHAR, asset_version VARCHAR
+    """,
+    "preference_results": """
+        cycle VARCHAR, baseline VARCHAR, candidate_ref VARCHAR, baseline_ref VARCHAR,
+        pairs INTEGER, wins INTEGER, ties INTEGER, losses INTEGER, invalid INTEGER,
+        differential DOUBLE, ci_low DOUBLE, ci_high DOUBLE, judge VARCHAR, asset_version VARCHAR
+    """,
     "teacher_quarantine": """
         cycle VARCHAR, asset VARCHAR, call_key VARCHAR, item_index INTEGER, raw VARCHAR,
         reason VARCHAR, asset_version VARCHAR

@@ -14,6 +14,7 @@ from flywheel_assets.ml.base_model import (
     load_model_and_tokenizer,
     resolve_base_model,
 )
+from flywheel_assets.ml.explaining import generate_explanations
 from flywheel_assets.ml.lora_training import cpu_has_native_bf16
 from flywheel_assets.ml.scoring import score_severity
 
@@ -38,6 +39,30 @@ class StudentModel(dg.ConfigurableResource):
         if self.dtype == "auto":
             return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
         return getattr(torch, self.dtype)
+
+    def explain(
+        self,
+        items: Sequence[tuple[str, str, str]],
+        adapter_dir: Path | None = None,
+        max_new_tokens: int = 96,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> tuple[list[str], float]:
+        """Explanations for (code, review, severity) items, and seconds taken."""
+        torch.set_num_threads(self.num_threads)
+        model, tokenizer = load_model_and_tokenizer(
+            self.base_model_path(), adapter_dir=adapter_dir, dtype=self.torch_dtype()
+        )
+        start = time.perf_counter()
+        texts = generate_explanations(
+            model,
+            tokenizer,
+            list(items),
+            batch_size=self.batch_size,
+            max_prompt_tokens=self.max_prompt_tokens,
+            max_new_tokens=max_new_tokens,
+            on_progress=on_progress,
+        )
+        return texts, time.perf_counter() - start
 
     def rate(
         self,

@@ -28,6 +28,9 @@ TINY_OVERRIDES = [
     "training.batch_size=4",
     "training.layers_to_train=null",
     "heldout.max_items=24",
+    "judge.sample_size=8",
+    "judge.max_new_tokens=12",
+    "training.max_explanation_tokens=32",
     # A random tiny model's held-out accuracy is noise: the gate has its own tests.
     "gate.max_accuracy_drop=1.0",
     "gate.block_recall_collapse=false",

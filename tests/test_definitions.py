@@ -40,6 +40,7 @@ def test_graph_lists_the_cycle_assets_and_jobs(tmp_path):
         "curriculum",
         "lora_adapter",
         "heldout_evaluation",
+        "explanation_preference",
         "deployed_student",
     } <= keys
     assert defs.resolve_job_def("flywheel_cycle").partitions_def.name == "flywheel_cycle"

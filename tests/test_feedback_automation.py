@@ -21,6 +21,7 @@ DOWNSTREAM = [
     "curriculum",
     "lora_adapter",
     "heldout_evaluation",
+    "explanation_preference",
     "deployed_student",
 ]
 

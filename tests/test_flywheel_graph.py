@@ -135,3 +135,41 @@ def test_heldout_results_start_with_the_base_model(two_cycles):
     incoming = results.filter((pl.col("cycle") == "bootstrap") & (pl.col("role") == "incoming"))
     assert incoming["model_ref"][0].startswith("base:")
     assert set(results["items"]) == {24}
+
+
+def test_curriculum_carries_reference_explanations_into_training(two_cycles):
+    _, store, instance = two_cycles
+    curriculum = store.query("SELECT * FROM curricula WHERE cycle = 'bootstrap'")
+    explained = curriculum.filter(pl.col("explanation").is_not_null())
+    assert explained.height > 0
+    assert set(explained["explanation_source"]) == {"corpus-template/1"}
+    assert all(text.split(":")[0].lower() in SEVERITIES for text in explained["explanation"])
+    meta = latest_metadata(instance, "curriculum", "bootstrap")
+    assert meta["with_explanation"] == explained.height
+    adapter = latest_metadata(instance, "lora_adapter", "bootstrap")
+    assert adapter["explanation_examples"] == explained.height
+    assert adapter["explanation_steps"] > 0
+
+
+def test_explanation_preference_per_cycle(two_cycles):
+    _, store, instance = two_cycles
+    results = store.query("SELECT * FROM preference_results ORDER BY cycle, baseline")
+    by_cycle = {c: set(results.filter(pl.col("cycle") == c)["baseline"]) for c in KEYS}
+    assert by_cycle["bootstrap"] == {"base model"}  # nothing was deployed before it
+    assert by_cycle["cycle-2"] == {"base model", "deployed (bootstrap)"}
+    for row in results.iter_rows(named=True):
+        assert row["wins"] + row["ties"] + row["losses"] == row["pairs"] == 8
+        assert row["ci_low"] <= row["differential"] <= row["ci_high"]
+        assert row["differential"] == pytest.approx((row["wins"] - row["losses"]) / 8, abs=1e-4)
+    judged = store.query("SELECT * FROM explanation_judgements WHERE cycle = 'cycle-2'")
+    assert judged.height == 16 and judged["item_id"].n_unique() == 8
+    # the same held-out items every cycle, explained once per model
+    items = store.query("SELECT DISTINCT item_id FROM explanation_judgements")
+    assert items.height == 8
+    written = store.query("SELECT model_ref, COUNT(*) AS n FROM explanations GROUP BY model_ref")
+    assert set(written["n"]) == {8} and written.height == 3  # base + two adapters
+    meta = latest_metadata(instance, "explanation_preference", "cycle-2")
+    assert "new adapter vs base model" in meta["preference"]
+    assert "new adapter vs deployed (bootstrap)" in meta["preference"]
+    assert "reference (corpus template)" in meta["example_explanations"]
+    assert meta["judge"] == "corpus-teacher/1"
