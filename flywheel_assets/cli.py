@@ -67,6 +67,28 @@ def print_served_review(server) -> None:
     print("\n".join(lines))  # noqa: T201 - the command's output
 
 
+def preference_lines(store) -> list[str]:
+    """The explanation judge's verdicts per cycle (new adapter vs base / deployed)."""
+    rows = store.query(
+        """
+        SELECT p.cycle, p.baseline, p.wins, p.ties, p.losses, p.differential, p.ci_low,
+               p.ci_high, p.judge
+        FROM preference_results p JOIN cycles c USING (cycle) ORDER BY c.seq, p.baseline
+        """
+    )
+    if rows.is_empty():
+        return []
+    lines = ["", f"Explanations, judged pairwise in both orders ({rows['judge'][0]}):"]
+    lines.append(
+        f"  {'cycle':<12} {'new adapter vs':<24} {'W/T/L':>9} {'differential (95% CI)':>24}"
+    )
+    for r in rows.iter_rows(named=True):
+        wtl = f"{r['wins']}/{r['ties']}/{r['losses']}"
+        ci = f"{r['differential']:+.2f} [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]"
+        lines.append(f"  {r['cycle']:<12} {r['baseline']:<24} {wtl:>9} {ci:>24}")
+    return lines
+
+
 def print_summary(defs: dg.Definitions, timings: list[dict], total: float, home: Path) -> None:
     store = defs.resources["store"]
     rows = store.query(
@@ -82,6 +104,7 @@ def print_summary(defs: dg.Definitions, timings: list[dict], total: float, home:
     for row in rows.filter(rows["role"] == "candidate").iter_rows(named=True):
         name = f"after {row['cycle']}"
         lines.append(f"  {name:<22} {row['accuracy']:>9.1%} {row['macro_f1']:>9.3f}")
+    lines += preference_lines(store)
     training = sum(t["training"] for t in timings)
     inference = sum(t["inference"] for t in timings)
     lines += [

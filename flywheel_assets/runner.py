@@ -76,7 +76,10 @@ def run_cycles(defs: dg.Definitions, instance: dg.DagsterInstance, keys: list[st
                 "inference": materialization_value(
                     instance, "student_answers", key, "inference_seconds"
                 )
-                + materialization_value(instance, "heldout_evaluation", key, "inference_seconds"),
+                + materialization_value(instance, "heldout_evaluation", key, "inference_seconds")
+                + materialization_value(
+                    instance, "explanation_preference", key, "generation_seconds"
+                ),
             }
         )
     return timings
