@@ -8,7 +8,10 @@ exact as a decision rule because the four first tokens are distinct (asserted by
 ``label_first_token_ids``). ``probs`` are those four probabilities renormalised to sum to 1.
 
 Batches are built from length-sorted items (little padding), right-padded, and ``lm_head`` is
-applied only to the last real position of each row (not to the whole sequence).
+applied only to the last real position of each row (not to the whole sequence). With
+``max_batch_tokens`` a batch also stops growing once its padded size (rows x longest row) would
+pass that budget: on a CPU a padded token costs as much as a real one, and one huge batch is no
+faster per token than several cache-sized ones.
 """
 
 from __future__ import annotations
@@ -69,6 +72,27 @@ def _result(label_logprobs: torch.Tensor) -> dict[str, Any]:
     }
 
 
+def length_batches(
+    lengths: Sequence[int], batch_size: int, max_batch_tokens: int | None = None
+) -> list[list[int]]:
+    """Indices sorted by length, cut into batches of at most ``batch_size`` rows and (when set)
+    at most ``max_batch_tokens`` padded tokens; a single over-budget row is a batch of its own."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches: list[list[int]] = []
+    for i in order:
+        current = batches[-1] if batches else None
+        fits = (
+            current is not None
+            and len(current) < batch_size
+            and (max_batch_tokens is None or (len(current) + 1) * lengths[i] <= max_batch_tokens)
+        )
+        if fits:
+            current.append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
 def score_severity(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -76,6 +100,7 @@ def score_severity(
     *,
     batch_size: int = 8,
     max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS,
+    max_batch_tokens: int | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Rate ``(code, review)`` items; results are in input order.
@@ -85,14 +110,14 @@ def score_severity(
     """
     label_ids = label_first_token_ids(tokenizer)
     prompts = [build_prompt(tokenizer, code, review, max_prompt_tokens) for code, review in items]
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     results: list[dict[str, Any] | None] = [None] * len(prompts)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
+    done = 0
+    for chunk in length_batches([len(p) for p in prompts], batch_size, max_batch_tokens):
         logprobs = _score_batch(model, [prompts[i] for i in chunk], pad_id, label_ids)
         for i, row in zip(chunk, logprobs, strict=True):
             results[i] = _result(row)
+        done += len(chunk)
         if on_progress is not None:
-            on_progress(min(start + batch_size, len(order)), len(order))
+            on_progress(done, len(prompts))
     return [r for r in results if r is not None]
