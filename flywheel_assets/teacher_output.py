@@ -81,11 +81,19 @@ class TeacherItem(BaseModel):
     code: str | None = None
     review: str | None = None
     severity: str
+    # Reference explanation of a new training example. Never a reason to drop the item: anything
+    # but non-blank text reads as None and the item still serves the severity task.
+    explanation: str | None = None
 
     @field_validator("severity", mode="before")
     @classmethod
     def _severity(cls, value: object) -> str:
         return normalize_severity(value)
+
+    @field_validator("explanation", mode="before")
+    @classmethod
+    def _explanation(cls, value: object) -> str | None:
+        return (value.strip() or None) if isinstance(value, str) else None
 
     @field_validator("item_id", "code", "review", mode="before")
     @classmethod

@@ -21,6 +21,12 @@ _ITEM = {
     },
     "required": ["severity"],
 }
+# A new training example also carries the teacher's reference explanation of its severity.
+_EXAMPLE = {
+    **_ITEM,
+    "properties": {**_ITEM["properties"], "explanation": {"type": "string"}},
+    "required": ["severity", "explanation"],
+}
 
 EXAM_SCHEMA = {
     "name": "exam",
@@ -37,7 +43,7 @@ EVALUATION_SCHEMA = {
         "properties": {
             "feedback": {"type": "string"},
             "proficiency": {"type": "integer", "minimum": 1, "maximum": 10},
-            "dataset": {"type": "array", "items": _ITEM},
+            "dataset": {"type": "array", "items": _EXAMPLE},
         },
         "required": ["feedback", "proficiency", "dataset"],
     },

@@ -32,7 +32,12 @@ from flywheel_assets.teaching.example_selection import select_examples
 from flywheel_assets.teaching.metrics import proficiency as code_proficiency
 from flywheel_assets.teaching.metrics import written_feedback
 from flywheel_assets.teaching.preference import judge_both_orders
-from flywheel_assets.teaching.teacher_items import Accepted, Rules, accept
+from flywheel_assets.teaching.teacher_items import (
+    MAX_EXPLANATION_CHARS,
+    Accepted,
+    Rules,
+    accept,
+)
 from resources.lineage_store import LineageStore
 from resources.teacher import (
     EvaluationRequest,
@@ -160,7 +165,9 @@ class LLMTeacher(Teacher):
             request.cycle, "exam_evaluation", chunks, render, EVALUATION_SCHEMA, usage
         )
         rules = Rules(
-            pool={i.item_id: i for i in request.pool}, excluded=frozenset(request.exclude_ids)
+            pool={i.item_id: i for i in request.pool},
+            excluded=frozenset(request.exclude_ids),
+            explanation_source=self.teacher_id,
         )
         parsed = self._parse_all(outcomes, "dataset", usage)
         accepted = Accepted()
@@ -354,6 +361,16 @@ class LLMTeacher(Teacher):
             parts.append(
                 f"{accepted.label_overrides} answer keys taken from the data, "
                 "where the teacher gave another severity."
+            )
+        if accepted.explanations_missing:
+            parts.append(
+                f"{accepted.explanations_missing} examples kept without a reference "
+                "explanation (the teacher gave none)."
+            )
+        if accepted.explanations_truncated:
+            parts.append(
+                f"{accepted.explanations_truncated} explanations cut to "
+                f"{MAX_EXPLANATION_CHARS} characters."
             )
         if usage.failed_calls:
             parts.append(f"{usage.failed_calls} call(s) failed after retries.")

@@ -1,11 +1,12 @@
 """A scripted OpenAI-compatible chat-completions server on loopback, for the teacher tests.
 
-It answers like a careful teacher (it picks the items it was shown, with their stated severity)
-and, per call kind (exam / evaluation / judge), follows a script of behaviours in order:
-damaged output ("prose", "fenced", "truncated", "wrong_label", "proficiency_7_5",
-"single_quotes", "always_a" for a judge with position bias) or transport faults
-("rate_limit" = 429 with Retry-After, "server_error" = 500, "stall" = no answer until past
-the client's timeout). A fault affects one request; the retry
+It answers like a careful teacher: it picks the items it was shown, with their stated severity,
+and explains each new training example with `stub_explanation`. Per call kind (exam /
+evaluation / judge) it follows a script of behaviours in order: damaged output ("prose",
+"fenced", "truncated", "wrong_label", "proficiency_7_5", "single_quotes", "always_a" for a judge
+with position bias, "no_explanation" and "long_explanation" for an evaluation's reference
+explanations) or transport faults ("rate_limit" = 429 with Retry-After, "server_error" = 500,
+"stall" = no answer until past the client's timeout). A fault affects one request; the retry
 gets the next behaviour (default "good"). Every request is recorded.
 """
 
@@ -82,6 +83,14 @@ def judge_answer(data: dict) -> dict:
     return {"reason": f"{winner} names the severity and explains the impact.", "winner": winner}
 
 
+def stub_explanation(item: dict) -> str:
+    """The reference explanation the stub writes for a training example: from its own fields."""
+    return (
+        f"{item['severity'].capitalize()}: the reviewer found that {item['review']}. "
+        f"It affects whoever runs `{item['code'][:40]}`; change that line to fix it."
+    )
+
+
 def good_answer(kind: str, prompt: str) -> dict:
     data = json.loads(_DATA.search(prompt).group(1))
     if kind == "judge":
@@ -96,6 +105,9 @@ def good_answer(kind: str, prompt: str) -> dict:
     picked = picked[:wanted]
     if kind == "exam":
         return {"questions": picked}
+    shown = {d["item_id"]: d for d in data}
+    for example in picked:
+        example["explanation"] = stub_explanation(shown[example["item_id"]])
     return {"feedback": "Confuses minor with trivial.", "proficiency": 6, "dataset": picked}
 
 
@@ -107,6 +119,11 @@ def damage(behaviour: str, kind: str, answer: dict) -> str:
         answer["winner"] = "A"  # a judge with position bias
     if behaviour == "proficiency_7_5" and kind == "evaluation":
         answer["proficiency"] = "7.5"
+    if behaviour == "no_explanation" and kind == "evaluation":  # needs two examples a call
+        del answer["dataset"][0]["explanation"]
+        answer["dataset"][1]["explanation"] = ["not", "text"]
+    if behaviour == "long_explanation" and kind == "evaluation":
+        answer["dataset"][0]["explanation"] = "This finding matters a great deal. " * 100
     text = json.dumps(answer, indent=1)
     if behaviour == "prose":
         return "Let me think. The student is weak on {minor}.\nMy answer:\n" + text

@@ -9,6 +9,7 @@ import pytest
 
 from flywheel_assets.severity import SEVERITIES
 from flywheel_assets.teaching.metrics import classification_report
+from flywheel_assets.teaching.teacher_items import MAX_EXPLANATION_CHARS
 from resources.lineage_store import LineageStore
 from resources.llm_teacher import LLMTeacher
 from resources.teacher import (
@@ -19,6 +20,7 @@ from resources.teacher import (
     Item,
     JudgeRequest,
 )
+from tests.openai_stub import stub_explanation
 
 POOL = [
     Item(
@@ -119,23 +121,58 @@ def test_budget_stops_the_teacher_cleanly_with_a_partial_exam(teacher_endpoint, 
         teacher.write_exam(changed)  # new prompts (no cache hit), budget already spent
 
 
-def test_evaluation_reads_seven_and_a_half_as_eight(teacher_endpoint, tmp_path):
-    teacher_endpoint.reset({"evaluation": ["proficiency_7_5", "proficiency_7_5"]})
-    graded = [GradedQuestion(**POOL[i].model_dump(), predicted="minor") for i in (0, 6, 12, 18)]
+def evaluation_request(pool=POOL) -> EvaluationRequest:
+    graded = [GradedQuestion(**pool[i].model_dump(), predicted="minor") for i in (0, 6, 12, 18)]
     report = classification_report([q.severity for q in graded], [q.predicted for q in graded])
-    request = EvaluationRequest(
+    return EvaluationRequest(
         cycle="c1",
         graded=graded,
         report=report,
-        pool=POOL,
+        pool=pool,
         num_new_examples=4,
         exclude_ids=[q.item_id for q in graded],
         min_share_per_class=0.15,
     )
+
+
+def test_evaluation_reads_seven_and_a_half_as_eight(teacher_endpoint, tmp_path):
+    teacher_endpoint.reset({"evaluation": ["proficiency_7_5", "proficiency_7_5"]})
+    request = evaluation_request()
     result = make_teacher(teacher_endpoint, tmp_path).evaluate_exam(request)
     assert result.proficiency == 8
     assert len(result.new_examples) == 4
     assert not {e.item_id for e in result.new_examples} & set(request.exclude_ids)
+
+
+def test_new_examples_carry_the_teachers_explanations_but_keep_a_reviewers(
+    teacher_endpoint, tmp_path
+):
+    teacher_endpoint.reset()
+    reviewed = {"explanation": "Minor, says the reviewer.", "explanation_source": "reviewer"}
+    pool = [i.model_copy(update=reviewed) if i.severity == "minor" else i for i in POOL]
+    result = make_teacher(teacher_endpoint, tmp_path).evaluate_exam(evaluation_request(pool))
+    by_teacher = [e for e in result.new_examples if e.severity != "minor"]
+    by_reviewer = [e for e in result.new_examples if e.severity == "minor"]
+    assert len(by_teacher) == 3 and len(by_reviewer) == 1
+    assert all(e.explanation == stub_explanation(e.model_dump()) for e in by_teacher)
+    assert {e.explanation_source for e in by_teacher} == {"llm-teacher/stub-model"}
+    assert by_reviewer[0].model_dump(include={"explanation", "explanation_source"}) == reviewed
+    schema = teacher_endpoint.requests[0]["response_format"]["json_schema"]["schema"]
+    assert "explanation" in schema["properties"]["dataset"]["items"]["required"]
+
+
+def test_a_missing_or_overlong_explanation_keeps_the_example(teacher_endpoint, tmp_path):
+    teacher_endpoint.reset({"evaluation": ["no_explanation", "long_explanation"]})
+    teacher = make_teacher(teacher_endpoint, tmp_path, max_concurrency=1)
+    result = teacher.evaluate_exam(evaluation_request())
+    assert len(result.new_examples) == 4 and result.quarantine == []
+    first, second, third, fourth = result.new_examples
+    assert first.explanation is None and second.explanation is None
+    assert first.explanation_source is None and second.explanation_source is None
+    assert len(third.explanation) <= MAX_EXPLANATION_CHARS and third.explanation.endswith(".")
+    assert fourth.explanation == stub_explanation(fourth.model_dump())
+    assert "2 examples kept without a reference explanation" in result.notes
+    assert f"1 explanations cut to {MAX_EXPLANATION_CHARS} characters" in result.notes
 
 
 def test_judge_picks_a_side_on_both_teachers(teacher_endpoint, tmp_path):

@@ -1,4 +1,5 @@
-"""Protects the curriculum -> NeMo chat JSONL conversion: roles, answer, weights, split."""
+"""Protects the curriculum -> NeMo chat JSONL conversion: roles, answer, weights, split, and the
+explanation examples of rows that have a reference explanation."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import pytest
 
 from flywheel_assets.external import nemo_data
+from flywheel_assets.ml.explanation_prompt import render_explain_messages
 from flywheel_assets.ml.severity_prompt import render_messages
 
 
@@ -123,6 +125,52 @@ def test_rendering_puts_the_templated_prompt_in_input_and_the_answer_in_output(t
 def test_a_record_without_an_answer_is_refused():
     with pytest.raises(ValueError, match="assistant"):
         nemo_data.completion_record({"messages": [{"role": "user", "content": "x"}]}, str)
+
+
+def test_an_explanation_record_asks_why_and_answers_with_the_explanation():
+    record = nemo_data.explanation_record("import os", "os is unused", "trivial", " Trivial. \n")
+    assert record["messages"][:2] == render_explain_messages("import os", "os is unused", "trivial")
+    assert record["messages"][2] == {"role": "assistant", "content": "Trivial."}
+
+
+def _explained_rows(n):
+    """Every third row explained; the others have a blank, a null or (an older curriculum's
+    row) no explanation column at all."""
+    rows = _rows(n)
+    for i, row in enumerate(rows):
+        if i % 3 == 0:
+            row.update(explanation=f"Why {i}: it matters.", explanation_source="llm-teacher/x")
+        elif i % 3 == 1:
+            row.update(explanation=" " if i % 2 else None, explanation_source=None)
+    return rows
+
+
+def test_rows_with_an_explanation_also_teach_it_on_their_side_of_the_split(tmp_path):
+    rows = _explained_rows(30)
+    src = _write(tmp_path / "c.jsonl", rows)
+    summary = nemo_data.write_nemo_dataset(src, tmp_path / "nemo", 0.3, repeat_scale=2)
+    train_src, val_src = nemo_data.split_examples(nemo_data.read_curriculum(src), 0.3)
+    explained = {r["review"]: r["explanation"] for r in rows[::3]}  # see _explained_rows
+    assert summary.explanation_examples == len(explained) == 10
+    for name, side, repeats in (("training", train_src, 2), ("validation", val_src, 1)):
+        records = _read(tmp_path / "nemo" / f"{name}.jsonl")
+        answers = [r["messages"][2]["content"] for r in records]
+        expected = sorted(explained[e["review"]] for e in side if e["review"] in explained)
+        assert sorted(a for a in answers if not a.startswith("{")) == sorted(expected * repeats)
+        assert len(records) == repeats * (len(side) + len(expected))
+    training = _read(tmp_path / "nemo" / "training.jsonl")
+    row = next(r for r in train_src if r["review"] in explained)
+    asked = render_explain_messages(row["code"], row["review"], row["severity"])
+    assert {"messages": [*asked, {"role": "assistant", "content": row["explanation"]}]} in training
+
+
+def test_explanation_examples_render_with_the_text_as_output(tmp_path):
+    src = _write(tmp_path / "c.jsonl", _explained_rows(12))
+    nemo_data.write_nemo_dataset(src, tmp_path / "chat", validation_fraction=0.2)
+    nemo_data.render_completion_dataset(tmp_path / "chat", tmp_path / "sft", _fake_template)
+    outputs = [r["output"] for r in _read(tmp_path / "sft" / "training.jsonl")]
+    assert any(o.startswith("Why ") for o in outputs)
+    assert any(o.startswith('{"severity"') for o in outputs)
 
 
 def test_a_large_validation_fraction_still_leaves_a_training_row():

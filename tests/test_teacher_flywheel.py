@@ -106,6 +106,15 @@ def test_ledger_and_metadata_show_tokens_and_cost(prod_flywheel):
     assert meta["cycle_teacher_cost_usd"] == pytest.approx(total, abs=1e-6)
 
 
+def test_new_examples_are_stored_with_the_teachers_explanations(prod_flywheel):
+    store, _, _ = prod_flywheel
+    rows = store.query(
+        "SELECT explanation, explanation_source FROM teacher_examples WHERE cycle = 'faults'"
+    )
+    by_teacher = rows.filter(pl.col("explanation_source") == "llm-teacher/stub")
+    assert by_teacher.height > 0 and by_teacher["explanation"].str.len_chars().min() > 0
+
+
 def test_rematerializing_with_unchanged_inputs_sends_no_request(prod_flywheel):
     _, instance, requests = prod_flywheel
     assert requests["rerun"] == 0

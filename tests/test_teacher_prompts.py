@@ -7,7 +7,14 @@ import re
 from types import SimpleNamespace
 
 from flywheel_assets.privacy import Redactor
-from flywheel_assets.teacher_prompts import data_block, exam_prompt
+from flywheel_assets.teacher_prompts import (
+    EVALUATION_SCHEMA,
+    EXAM_SCHEMA,
+    data_block,
+    evaluation_prompt,
+    exam_prompt,
+)
+from flywheel_assets.teaching.metrics import classification_report
 from resources.teacher_client import RetryPolicy, backoff_s, retry_after_s
 
 HOSTILE = {
@@ -29,6 +36,20 @@ def test_data_block_is_valid_json_of_the_redacted_payload():
     text = data_block({"code": 'password = "hunter22"'}, Redactor())
     assert json.loads(text) == {"code": 'password = "<REDACTED_PASSWORD_1>"'}
     assert json.loads(data_block({"code": 'password = "hunter22"'}, None))["code"].endswith('22"')
+
+
+def test_the_evaluation_prompt_asks_for_an_explanation_of_every_new_example():
+    graded = [{**HOSTILE, "predicted": "minor"}]
+    report = classification_report(["critical"], ["minor"])
+    prompt = evaluation_prompt(report, graded, {"critical": 1}, [HOSTILE], Redactor())
+    assert "$" not in prompt  # every placeholder filled
+    assert "Give every example an `explanation`" in prompt
+    assert '"explanation": "<two to four sentences>"' in prompt  # in the reply's shape
+    example = EVALUATION_SCHEMA["schema"]["properties"]["dataset"]["items"]
+    assert example["properties"]["explanation"] == {"type": "string"}
+    assert "explanation" in example["required"]
+    question = EXAM_SCHEMA["schema"]["properties"]["questions"]["items"]
+    assert "explanation" not in question["properties"]  # exam questions need none
 
 
 def _error(headers: dict) -> Exception:

@@ -23,6 +23,13 @@ the base model's tokenizer is at hand, ``render_completion_dataset`` turns each 
 <assistant answer>}``, which the recipe trains on with ``prompt_template="{input}{output}"``:
 the model's own chat template, loss on the answer tokens only (as the local PEFT recipe does).
 
+Two tasks: a curriculum row with a reference explanation (``explanation``, written by the
+teacher or a reviewer) also yields an explanation example: system + user from
+``flywheel_assets.ml.explanation_prompt`` (code, review and the severity), assistant = the
+explanation as plain text. Rows without one, and rows of older curricula that have no
+explanation column at all, teach the severity task only. Both examples of a row share its
+weight and its side of the split.
+
 Per-example weights: NeMo's SFT dataset has no per-example loss weight, so a weight is realised
 by repetition: ``copies = max(1, round_half_up(weight * repeat_scale))``; a weight <= 0 drops the
 example. Curriculum weights are normalised to mean 1, so the default ``repeat_scale=2`` keeps
@@ -45,6 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from flywheel_assets.ml.explanation_prompt import render_explain_messages
 from flywheel_assets.ml.severity_prompt import (
     ANSWER_PREFIX,
     ANSWER_SUFFIX,
@@ -64,6 +72,7 @@ class NemoDatasetSummary:
     validation_rows: int
     source_examples: int
     dropped_examples: int  # weight <= 0
+    explanation_examples: int = 0  # source examples with a reference explanation
 
     def as_metadata(self) -> dict[str, Any]:
         return {
@@ -72,6 +81,7 @@ class NemoDatasetSummary:
             "nemo_validation_rows": self.validation_rows,
             "nemo_source_examples": self.source_examples,
             "nemo_dropped_examples": self.dropped_examples,
+            "nemo_explanation_examples": self.explanation_examples,
         }
 
 
@@ -87,6 +97,31 @@ def chat_record(code: str, review: str, severity: str) -> dict[str, list[dict[st
     messages = render_messages(code, review)
     messages.append({"role": "assistant", "content": answer_text(severity)})
     return {"messages": messages}
+
+
+def explanation_record(
+    code: str, review: str, severity: str, explanation: str
+) -> dict[str, list[dict[str, str]]]:
+    """One explanation-task chat example: why ``review`` on ``code`` is ``severity``."""
+    messages = render_explain_messages(code, review, severity)
+    messages.append({"role": "assistant", "content": explanation.strip()})
+    return {"messages": messages}
+
+
+def reference_explanation(example: Mapping[str, Any]) -> str | None:
+    """The row's explanation if it has a non-blank one (older curricula have no such column)."""
+    text = example.get("explanation")
+    return text if isinstance(text, str) and text.strip() else None
+
+
+def example_records(example: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The severity example of a curriculum row, and its explanation example when it has one."""
+    code, review, severity = example.get("code") or "", example["review"], example["severity"]
+    records = [chat_record(code, review, severity)]
+    explanation = reference_explanation(example)
+    if explanation is not None:
+        records.append(explanation_record(code, review, severity, explanation))
+    return records
 
 
 def copies(weight: float, repeat_scale: float = DEFAULT_REPEAT_SCALE) -> int:
@@ -120,7 +155,8 @@ def split_examples(
 
 
 def read_curriculum(path: Path) -> list[dict[str, Any]]:
-    """Curriculum JSONL rows (code, review, severity, weight); missing weight = 1."""
+    """Curriculum JSONL rows (code, review, severity, weight, optional explanation); missing
+    weight = 1."""
     rows = []
     with Path(path).open(encoding="utf-8") as handle:
         for line in handle:
@@ -138,8 +174,8 @@ def training_records(
     """Chat records with each example repeated by its weight, shuffled with ``seed``."""
     records = []
     for e in examples:
-        record = chat_record(e.get("code") or "", e["review"], e["severity"])
-        records.extend([record] * copies(e["weight"], repeat_scale))
+        for record in example_records(e):
+            records.extend([record] * copies(e["weight"], repeat_scale))
     random.Random(seed).shuffle(records)
     return records
 
@@ -170,7 +206,7 @@ def write_nemo_dataset(
     n_train = _write_jsonl(root / TRAINING_FILE, training_records(training, repeat_scale, seed))
     if n_train == 0:
         raise ValueError(f"{examples_path}: no training rows left (all weights <= 0?)")
-    val_records = (chat_record(e.get("code") or "", e["review"], e["severity"]) for e in validation)
+    val_records = (record for e in validation for record in example_records(e))
     n_val = _write_jsonl(root / VALIDATION_FILE, val_records)
     return NemoDatasetSummary(
         dataset_root=str(root),
@@ -178,6 +214,7 @@ def write_nemo_dataset(
         validation_rows=n_val,
         source_examples=len(examples),
         dropped_examples=sum(1 for e in training if copies(e["weight"], repeat_scale) == 0),
+        explanation_examples=sum(1 for e in examples if reference_explanation(e) is not None),
     )
 
 

@@ -5,6 +5,11 @@ code, review and answer key come from the data, not from the model's copy of the
 without a known id is a new item only if it has code, review and a valid severity; its id is a
 content hash, so a model cannot claim an id it was not shown. Duplicates, excluded items and items
 beyond the number requested are quarantined with the reason.
+
+Where the rules name an explanation source (new training examples), the model's reference
+explanation is carried onto the item under that source; a reviewer's own explanation is kept
+instead. A missing explanation never costs the item (it still teaches the severity) and an
+overlong one is cut: both are counted.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ class Accepted:
     items: list[Item] = field(default_factory=list)
     quarantine: list[QuarantinedOutput] = field(default_factory=list)
     label_overrides: int = 0  # pool references whose severity the model got wrong
+    explanations_missing: int = 0  # examples the teacher gave no explanation for
+    explanations_truncated: int = 0  # explanations cut to MAX_EXPLANATION_CHARS
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,11 @@ class Rules:
     pool: Mapping[str, Item]
     excluded: frozenset[str] = frozenset()
     source: str = "teacher"
+    explanation_source: str | None = None  # None: explanations are not asked for (exams)
+
+
+MAX_EXPLANATION_CHARS = 1200
+REVIEWER = "reviewer"
 
 
 def new_item_id(code: str, review: str) -> str:
@@ -67,7 +79,29 @@ def accept(
         taken += 1
         used.add(item.item_id)
         into.label_overrides += int(raw.item_id in rules.pool and raw.severity != item.severity)
-        into.items.append(item)
+        into.items.append(_with_explanation(item, raw.explanation, rules, into))
+
+
+def _with_explanation(item: Item, text: str | None, rules: Rules, into: Accepted) -> Item:
+    """The item with the teacher's explanation, unless a reviewer already explained it."""
+    if rules.explanation_source is None or item.explanation_source == REVIEWER:
+        return item
+    if text is None:
+        into.explanations_missing += 1
+        return item
+    if len(text) > MAX_EXPLANATION_CHARS:
+        into.explanations_truncated += 1
+        text = _cut(text, MAX_EXPLANATION_CHARS)
+    return item.model_copy(
+        update={"explanation": text, "explanation_source": rules.explanation_source}
+    )
+
+
+def _cut(text: str, limit: int) -> str:
+    """At most `limit` characters, ending at the last full sentence when one ends past half."""
+    head = text[:limit]
+    end = max(head.rfind(". "), head.rfind(".\n"))
+    return head[: end + 1] if end >= limit // 2 else head.rstrip()
 
 
 def _resolve(raw: TeacherItem, rules: Rules, used: set[str]) -> tuple[Item | None, str]:
