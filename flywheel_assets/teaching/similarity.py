@@ -23,6 +23,12 @@ def embed(texts: Sequence[str], dims: int = DIMS) -> np.ndarray:
     return out / np.maximum(norms, 1e-9)
 
 
+def lexical_similarity(a: str, b: str) -> float:
+    """Cosine of hashed bag-of-words vectors (0 for an empty text)."""
+    vectors = embed([a, b])
+    return float(vectors[0] @ vectors[1])
+
+
 def item_text(item: dict) -> str:
     # The review says what is wrong; it is weighted twice so that similar findings, not merely
     # similar code, are close.
