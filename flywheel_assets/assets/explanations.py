@@ -21,6 +21,7 @@ from flywheel_assets.markdown import table
 from flywheel_assets.partitions import cycle_asset
 from flywheel_assets.prompts import prompt_sha256, prompts_version
 from flywheel_assets.severity import SEVERITIES
+from flywheel_assets.teaching.explanation_judge import proxy_name
 from flywheel_assets.teaching.preference import PairResult, Preference, outcome, tally
 from flywheel_assets.teaching.reference_explanations import corpus_reference
 from resources.artifact_store import ArtifactStore
@@ -273,6 +274,7 @@ def judge_method(teacher: Teacher) -> str:
     if teacher.teacher_id.startswith("llm-teacher"):
         return "LLM judge, each pair asked in both orders (a flip is a tie)"
     return (
-        "offline proxy (flywheel_assets/teaching/explanation_judge.py): similarity to the corpus "
-        "reference, names the given severity and no other, not a copy of the review; both orders"
+        f"offline proxy {proxy_name()} (flywheel_assets/teaching/explanation_judge.py): "
+        "similarity to the corpus reference, names the given severity and no other, not a copy "
+        "of the review; both orders"
     )
