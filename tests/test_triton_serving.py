@@ -146,6 +146,9 @@ def test_first_cycle_deploys_v1_and_answers_over_http_and_grpc(flywheel, capsys)
     args = ["review", "--code", str(code), "--comment", ITEM[1], "--explain", "--json"]
     assert cli.main([*args, "--url", flywheel.server.http_url]) == 0
     assert json.loads(capsys.readouterr().out)["explanation"] == expected
+    cli.print_served_review(flywheel.server)  # the demo's last step asks for it too
+    out = capsys.readouterr().out
+    assert "\n  severity " in out and "\n  explanation:" in out
     row = flywheel.store().query("SELECT * FROM deployments").row(0, named=True)
     assert row["served"] and row["model_version"] == 1 and row["action"] == "deploy"
 

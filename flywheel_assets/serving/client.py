@@ -86,6 +86,10 @@ class ReviewClient:
     def output_names(self) -> list[str]:
         return self._names("outputs")
 
+    def can_explain(self) -> bool:
+        """Whether the served model takes EXPLAIN (versions published before it do not)."""
+        return "EXPLAIN" in self._names("inputs")
+
     def review_many(
         self, items: Sequence[tuple[str, str]], explain: bool = False
     ) -> list[ReviewResult]:
@@ -98,7 +102,7 @@ class ReviewClient:
             _text_input(self._module, "REVIEW", comments),
         ]
         if explain:
-            if "EXPLAIN" not in self._names("inputs"):
+            if not self.can_explain():
                 raise ValueError(f"{self.model_name} on {self.url} has no EXPLAIN input")
             flags = self._module.InferInput("EXPLAIN", [len(codes), 1], "BOOL")
             flags.set_data_from_numpy(np.ones((len(codes), 1), dtype=bool))
