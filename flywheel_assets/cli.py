@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -52,7 +53,7 @@ def print_served_review(server) -> None:
     try:
         with ReviewClient(server.http_url, "http") as client:
             versions = client.served_versions()
-            result = client.review(*DEMO_REVIEW)
+            result = client.review(*DEMO_REVIEW, explain=client.can_explain())
     except Exception as exc:  # noqa: BLE001 - e.g. every candidate was blocked by the gate
         print(f"\nTriton runs on {server.http_url} but serves no version: {exc}")  # noqa: T201
         return
@@ -62,8 +63,14 @@ def print_served_review(server) -> None:
         f"Triton serves flywheel_student v{versions[0]} on {server.http_url} (gRPC "
         f"{server.grpc_url}). Review client answer for an eval() finding:",
         f"  severity {result.severity} ({probs})",
-        "Ask it yourself: flywheel review --code FILE --comment TEXT; stop it: flywheel serve stop",
     ]
+    if result.explanation is not None:  # None: the served version predates explanations
+        text = f"explanation: {result.explanation}"
+        lines.append(textwrap.fill(text, 100, initial_indent="  ", subsequent_indent="    "))
+    lines.append(
+        "Ask it yourself: flywheel review --code FILE --comment TEXT [--explain]; "
+        "stop it: flywheel serve stop"
+    )
     print("\n".join(lines))  # noqa: T201 - the command's output
 
 

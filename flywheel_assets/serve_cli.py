@@ -41,6 +41,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     review.add_argument("--url", default=None, help="host:port (default: local server)")
     review.add_argument("--model", default=MODEL_NAME)
     review.add_argument("--json", action="store_true", help="print the result as JSON")
+    review.add_argument(
+        "--explain", action="store_true", help="also ask why the finding has that severity"
+    )
     export = sub.add_parser("export-serving", help="production config: Triton vLLM or NIM")
     export.add_argument("target", choices=["vllm", "nim"])
     export.add_argument("--out", type=Path, required=True)
@@ -118,7 +121,7 @@ def run_review(args: argparse.Namespace) -> int:
     local = server_from_env(os.environ, Path("."))
     url = args.url or (local.http_url if args.protocol == "http" else local.grpc_url)
     with ReviewClient(url, args.protocol, args.model) as client:
-        result = client.review(_read_code(args.code), args.comment)
+        result = client.review(_read_code(args.code), args.comment, explain=args.explain)
     if args.json:
         _out(json.dumps(result.__dict__, indent=2))
         return 0

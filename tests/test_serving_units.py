@@ -1,11 +1,16 @@
-"""Protects the serving pieces that need no server: gate, repository config, prod configs."""
+"""Protects the serving pieces that need no server: gate, repository config, prod configs,
+the backend's batching of severity and explanations."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
+import types
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import pytest
 
 from flywheel_assets.serving.gate import judge
@@ -16,7 +21,7 @@ from flywheel_assets.serving.production import (
 )
 from flywheel_assets.settings import GateSettings
 from resources.artifact_store import sha256_dir
-from resources.triton_repository import TritonModelRepository
+from resources.triton_repository import TEMPLATES_DIR, TritonModelRepository
 
 
 def report(
@@ -129,3 +134,86 @@ def test_vllm_and_nim_configs_name_every_deployed_adapter(tmp_path: Path):
     assert 'backend: "vllm"' in (model / "config.pbtxt").read_text()
     env = write_nim_peft_source(tmp_path / "nim", adapters)
     assert (Path(env["NIM_PEFT_SOURCE"]) / "cycle-bootstrap" / "adapter_config.json").is_file()
+
+
+class _Tensor:
+    def __init__(self, name: str, array: np.ndarray) -> None:
+        self.name, self.array = name, array
+
+    def as_numpy(self) -> np.ndarray:
+        return self.array
+
+
+class _Response:
+    def __init__(self, output_tensors=(), error=None) -> None:
+        self.outputs = {t.name: t.array for t in output_tensors}
+        self.error = error
+
+
+@pytest.fixture()
+def student_backend(monkeypatch):
+    """The template's model.py, with the few backend utils it uses (they exist only inside
+    Triton); scoring and generation record their calls instead of running a model."""
+    utils = types.ModuleType("triton_python_backend_utils")
+    utils.Tensor, utils.InferenceResponse, utils.TritonError = _Tensor, _Response, str
+    utils.get_input_tensor_by_name = lambda request, name: request.get(name)
+    monkeypatch.setitem(sys.modules, utils.__name__, utils)
+    path = TEMPLATES_DIR / "flywheel_student" / "model.py"
+    spec = importlib.util.spec_from_file_location("flywheel_student_model", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    backend = module.TritonPythonModel()  # what initialize() sets, without loading a model
+    backend.model = backend.tokenizer = None
+    backend.batch_size, backend.max_prompt_tokens = 16, 64
+    backend.explanation_max_prompt_tokens, backend.explanation_max_new_tokens = 320, 12
+    backend.calls = []
+
+    def score(model, tokenizer, items, **kwargs):
+        backend.calls.append(("score", list(items)))
+        probs = {"critical": 0.1, "major": 0.2, "minor": 0.3, "trivial": 0.4}
+        return [{"severity": "trivial", "probs": probs} for _ in items]
+
+    def explain(model, tokenizer, items, **kwargs):
+        backend.calls.append(("explain", list(items), kwargs["max_new_tokens"]))
+        return [f"why {code}" for code, _, _ in items]
+
+    backend._score, backend._explain = score, explain
+    return backend
+
+
+def _request(codes: list[str], explain: list[bool] | None = None) -> dict:
+    def text(values):
+        return _Tensor("", np.array([[v.encode()] for v in values], dtype=np.object_))
+
+    request = {"CODE": text(codes), "REVIEW": text([f"review of {c}" for c in codes])}
+    if explain is not None:
+        request["EXPLAIN"] = _Tensor("", np.array([[f] for f in explain], dtype=bool))
+    return request
+
+
+def test_backend_scores_a_batch_once_and_explains_only_the_rows_that_asked(student_backend):
+    """Three requests in one dynamic batch: one scoring pass; EXPLANATION is b"" unless asked."""
+    requests = [_request(["a", "b"], [False, True]), _request(["c"]), _request(["d"], [True])]
+    responses = student_backend.execute(requests)
+    assert [c[0] for c in student_backend.calls] == ["score", "explain"]
+    assert student_backend.calls[1] == (
+        "explain",
+        [("b", "review of b", "trivial"), ("d", "review of d", "trivial")],
+        12,
+    )
+    texts = [r.outputs["EXPLANATION"].reshape(-1).tolist() for r in responses]
+    assert texts == [[b"", b"why b"], [b""], [b"why d"]]
+    assert responses[0].outputs["SEVERITY"].tolist() == [[b"trivial"], [b"trivial"]]
+    assert responses[2].outputs["PROBABILITIES"].shape == (1, 4)
+
+
+def test_backend_generation_failure_fails_only_the_requests_that_asked(student_backend):
+    """A failed generation errors the requests that asked for an explanation; others answer."""
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    student_backend._explain = broken
+    plain, asked = student_backend.execute([_request(["a"]), _request(["b"], [True])])
+    assert plain.error is None and plain.outputs["SEVERITY"].tolist() == [[b"trivial"]]
+    assert asked.error == "explanation failed: out of memory" and not asked.outputs

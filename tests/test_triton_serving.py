@@ -17,6 +17,9 @@ import pytest
 
 from flywheel_assets import cli, runner
 from flywheel_assets.definitions import build_definitions
+from flywheel_assets.ml.base_model import SMOLLM2, load_model_and_tokenizer, resolve_base_model
+from flywheel_assets.ml.explaining import generate_explanations
+from flywheel_assets.ml.lora_training import TrainConfig, build_peft_model
 from flywheel_assets.partitions import cycles
 from flywheel_assets.serving.client import ReviewClient
 from flywheel_assets.serving.rollout import go_live
@@ -99,8 +102,23 @@ def flywheel(tmp_path_factory, cache_dir):
     wheel.server.stop()
 
 
-def test_first_cycle_deploys_v1_and_answers_over_http_and_grpc(flywheel):
-    """The deployment asset loads the cycle's adapter on Triton; both protocols answer."""
+ITEM = ("def f(x):\n    return x/0\n", "This always divides by zero.")
+
+
+def explain_in_process(repo: TritonModelRepository, version: int, severity: str) -> str:
+    """What the version's model writes for ITEM, generated here with its deployment settings."""
+    info = repo.deployment_info(version)
+    adapter = repo.model_dir() / str(version) / "adapter"
+    model, tokenizer = load_model_and_tokenizer(Path(info["base_model_path"]), adapter)
+    items = [(*ITEM, severity)]
+    new_tokens = info["explanation_max_new_tokens"]
+    (text,) = generate_explanations(model, tokenizer, items, max_new_tokens=new_tokens)
+    return text
+
+
+def test_first_cycle_deploys_v1_and_answers_over_http_and_grpc(flywheel, capsys):
+    """The deployment asset loads the cycle's adapter on Triton; both protocols answer, with
+    the explanation when asked for it (also through `flywheel review --explain`)."""
     result = flywheel.run("bootstrap")
     assert result.success
     (check,) = [
@@ -109,11 +127,28 @@ def test_first_cycle_deploys_v1_and_answers_over_http_and_grpc(flywheel):
     assert check.passed
     assert str(check.metadata["deployed_model"].value).startswith("base:")
     assert flywheel.served() == [1]
+    explanations = []
     for protocol in ("http", "grpc"):
         with flywheel.client(protocol) as client:
-            result = client.review("def f(x):\n    return x/0\n", "This always divides by zero.")
-        assert result.severity in SEVERITIES
+            result = client.review(*ITEM)
+            explained = client.review(*ITEM, explain=True)
+        assert result.severity in SEVERITIES and result.explanation is None
         assert sum(result.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
+        assert explained.severity == result.severity
+        explanations.append(explained.explanation)
+    # The random tiny model writes only newlines (stripped: ""), so the served text is compared
+    # with the same model's own generation; the slow test at the end checks real text.
+    expected = explain_in_process(flywheel.repo, 1, result.severity)
+    assert explanations == [expected, expected]
+    code = flywheel.home / "snippet.py"
+    code.write_text(ITEM[0])
+    capsys.readouterr()
+    args = ["review", "--code", str(code), "--comment", ITEM[1], "--explain", "--json"]
+    assert cli.main([*args, "--url", flywheel.server.http_url]) == 0
+    assert json.loads(capsys.readouterr().out)["explanation"] == expected
+    cli.print_served_review(flywheel.server)  # the demo's last step asks for it too
+    out = capsys.readouterr().out
+    assert "\n  severity " in out and "\n  explanation:" in out
     row = flywheel.store().query("SELECT * FROM deployments").row(0, named=True)
     assert row["served"] and row["model_version"] == 1 and row["action"] == "deploy"
 
@@ -195,6 +230,28 @@ def test_rollback_serves_an_earlier_version_and_records_it(flywheel, capsys, mon
     out = capsys.readouterr().out
     status = json.loads(out[out.index("{") :])
     assert status["live"] and status["pinned_version"] == 1 and status["served_versions"] == [1]
+
+
+@pytest.mark.slow
+def test_real_student_explains_its_severity_over_http_and_grpc(flywheel, cache_dir, tmp_path):
+    """SmolLM2 with a fresh LoRA (the instruct model as is) answers EXPLAIN with real text."""
+    base = resolve_base_model(SMOLLM2, cache_dir)
+    adapter = tmp_path / "adapter"
+    build_peft_model(TrainConfig(base_model_path=base, output_dir=tmp_path)).save_pretrained(
+        adapter
+    )
+    previous = flywheel.repo.pinned_version()
+    extra = {"explanation_max_new_tokens": 48}
+    published = flywheel.repo.publish(adapter, sha256_dir(adapter), base, 256, extra)
+    go_live(flywheel.repo, flywheel.server, published.version)
+    try:
+        for protocol in ("http", "grpc"):
+            with flywheel.client(protocol) as client:
+                result = client.review(*ITEM, explain=True)
+            assert result.severity in SEVERITIES
+            assert len(result.explanation.split()) >= 5
+    finally:
+        go_live(flywheel.repo, flywheel.server, previous)
 
 
 def test_server_env_puts_this_interpreter_first_on_path():

@@ -17,6 +17,7 @@ import polars as pl
 
 from flywheel_assets import lineage
 from flywheel_assets.assets.heldout import heldout_evaluation
+from flywheel_assets.ml.explanation_prompt import DEFAULT_MAX_EXPLANATION_TOKENS
 from flywheel_assets.partitions import cycle_asset
 from flywheel_assets.serving.history import DEPLOY, deployment_row, record_deploy
 from flywheel_assets.serving.rollout import go_live
@@ -26,7 +27,7 @@ from resources.student import StudentModel
 from resources.triton_repository import TritonModelRepository
 from resources.triton_server import TritonServer
 
-VERSION = "2"
+VERSION = "3"  # 3: the served model has the EXPLAIN input and EXPLANATION output
 
 
 def cycle_adapter(store: LineageStore, cycle: str) -> dict:
@@ -80,6 +81,7 @@ def deployed_student(
             "cycle": cycle,
             "base_model": adapter["base_model"],
             "num_threads": student.num_threads,
+            "explanation_max_new_tokens": DEFAULT_MAX_EXPLANATION_TOKENS,
         },
     )
     rollout = go_live(model_repository, triton_server, published.version)

@@ -19,7 +19,7 @@ MODEL_NAME = "flywheel_student"
 class ReviewResult:
     severity: str
     probabilities: dict[str, float] = field(default_factory=dict)
-    explanation: str | None = None  # filled once the model has an EXPLANATION output
+    explanation: str | None = None  # asked for with explain=True; None if the model has none
 
 
 def _client_module(protocol: Protocol):
@@ -54,7 +54,7 @@ class ReviewClient:
         self._module = _client_module(protocol)
         self.url = url or DEFAULT_URLS[protocol]
         self._client = self._module.InferenceServerClient(self.url)
-        self._outputs: list[str] | None = None
+        self._io: dict[str, list[str]] | None = None
 
     def close(self) -> None:
         self._client.close()
@@ -77,26 +77,44 @@ class ReviewClient:
         """Versions of the model Triton has loaded (one, with the repository's pinned policy)."""
         return sorted(int(v) for v in self._metadata().get("versions", []))
 
-    def output_names(self) -> list[str]:
-        if self._outputs is None:
-            self._outputs = [o["name"] for o in self._metadata().get("outputs", [])]
-        return self._outputs
+    def _names(self, kind: str) -> list[str]:
+        if self._io is None:
+            meta = self._metadata()
+            self._io = {k: [t["name"] for t in meta.get(k, [])] for k in ("inputs", "outputs")}
+        return self._io[kind]
 
-    def review_many(self, items: Sequence[tuple[str, str]]) -> list[ReviewResult]:
-        """One request carrying all items (Triton may batch it with other clients' requests)."""
+    def output_names(self) -> list[str]:
+        return self._names("outputs")
+
+    def can_explain(self) -> bool:
+        """Whether the served model takes EXPLAIN (versions published before it do not)."""
+        return "EXPLAIN" in self._names("inputs")
+
+    def review_many(
+        self, items: Sequence[tuple[str, str]], explain: bool = False
+    ) -> list[ReviewResult]:
+        """One request carrying all items (Triton may batch it with other clients' requests).
+        `explain=True` also asks for an explanation of each item's severity (slower: generation).
+        """
         codes, comments = zip(*items, strict=True) if items else ((), ())
         inputs = [
             _text_input(self._module, "CODE", codes),
             _text_input(self._module, "REVIEW", comments),
         ]
-        names = self.output_names()
+        if explain:
+            if not self.can_explain():
+                raise ValueError(f"{self.model_name} on {self.url} has no EXPLAIN input")
+            flags = self._module.InferInput("EXPLAIN", [len(codes), 1], "BOOL")
+            flags.set_data_from_numpy(np.ones((len(codes), 1), dtype=bool))
+            inputs.append(flags)
+        names = [n for n in self.output_names() if explain or n != "EXPLANATION"]
         outputs = [self._module.InferRequestedOutput(n) for n in names]
         kwargs = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
         result = self._client.infer(self.model_name, inputs, outputs=outputs, **kwargs)
         return _results(result, names, len(items))
 
-    def review(self, code: str, comment: str) -> ReviewResult:
-        return self.review_many([(code, comment)])[0]
+    def review(self, code: str, comment: str, explain: bool = False) -> ReviewResult:
+        return self.review_many([(code, comment)], explain=explain)[0]
 
 
 def _decode(value: object) -> str:

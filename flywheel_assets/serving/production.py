@@ -9,6 +9,12 @@ Two targets, both with LoRA hot-loading on one copy of the base weights:
 - A NIM for LLMs: adapters laid out one folder per name under `NIM_PEFT_SOURCE` (each with
   `adapter_config.json` + `adapter_model.safetensors`, the HF PEFT layout the flywheel already
   writes); the OpenAI-compatible API selects one with `"model": "<adapter name>"`.
+
+The explanation (the local model's EXPLAIN input / EXPLANATION output) is a plain generation on
+both, once the severity is known: the messages from `prompts/explain_severity.md`
+(`ml.explanation_prompt.render_explain_messages`) go to the NIM's chat endpoint
+(`/v1/chat/completions`, temperature 0, `max_tokens` 96), or, chat-templated, into the vLLM
+model's `text_input` with the same sampling parameters.
 """
 
 from __future__ import annotations

@@ -7,6 +7,10 @@ PYTHONPATH, so `deployment.json` also lists the directories to put on `sys.path`
 One model instance per loaded version holds the base weights with the adapter merged in; the
 repository's config pins a single version, so one copy of the base weights is in memory. A
 version whose adapter does not match its recorded sha256 refuses to load.
+
+A request may set the optional EXPLAIN input (one bool per row): after the one scoring pass over
+every row of the dynamic batch, the rows that asked get an explanation of their predicted
+severity (greedy generation); EXPLANATION is b"" for the rows that did not ask.
 """
 
 import json
@@ -21,6 +25,14 @@ LABELS = ("critical", "major", "minor", "trivial")
 
 def _decode(tensor) -> list[str]:
     return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in tensor.reshape(-1)]
+
+
+def _explain_flags(request, rows: int) -> list[bool]:
+    """EXPLAIN per row (Triton checks its batch size equals CODE's); absent means False."""
+    tensor = pb_utils.get_input_tensor_by_name(request, "EXPLAIN")
+    if tensor is None:
+        return [False] * rows
+    return [bool(v) for v in tensor.as_numpy().reshape(-1)]
 
 
 def _check_numpy(python_paths: list[str]) -> None:
@@ -50,6 +62,8 @@ class TritonPythonModel:
         import torch
 
         from flywheel_assets.ml.base_model import load_model_and_tokenizer
+        from flywheel_assets.ml.explaining import DEFAULT_MAX_PROMPT_TOKENS, generate_explanations
+        from flywheel_assets.ml.explanation_prompt import DEFAULT_MAX_EXPLANATION_TOKENS
         from flywheel_assets.ml.scoring import score_severity
         from resources.artifact_store import sha256_dir
 
@@ -60,19 +74,27 @@ class TritonPythonModel:
             )
         torch.set_num_threads(int(deployment.get("num_threads", 1)))
         self._score = score_severity
+        self._explain = generate_explanations
         self.max_prompt_tokens = int(deployment.get("max_prompt_tokens", 256))
         self.batch_size = int(deployment.get("batch_size", 16))
+        self.explanation_max_prompt_tokens = int(
+            deployment.get("explanation_max_prompt_tokens", DEFAULT_MAX_PROMPT_TOKENS)
+        )
+        self.explanation_max_new_tokens = int(
+            deployment.get("explanation_max_new_tokens", DEFAULT_MAX_EXPLANATION_TOKENS)
+        )
         self.model, self.tokenizer = load_model_and_tokenizer(
             Path(deployment["base_model_path"]), adapter_dir=version_dir / "adapter"
         )
 
     def execute(self, requests):
-        sizes, items = [], []
+        sizes, items, wanted = [], [], []
         for request in requests:
             codes = _decode(pb_utils.get_input_tensor_by_name(request, "CODE").as_numpy())
             reviews = _decode(pb_utils.get_input_tensor_by_name(request, "REVIEW").as_numpy())
             sizes.append(len(codes))
             items.extend(zip(codes, reviews, strict=True))
+            wanted.extend(_explain_flags(request, len(codes)))
         try:
             results = self._score(
                 self.model,
@@ -84,18 +106,46 @@ class TritonPythonModel:
         except Exception as exc:  # noqa: BLE001 - every request gets the error, the model lives
             error = pb_utils.TritonError(f"scoring failed: {exc}")
             return [pb_utils.InferenceResponse(error=error) for _ in requests]
+        explanations, explain_error = self._explanations(items, results, wanted)
         responses, start = [], 0
         for size in sizes:
-            chunk = results[start : start + size]
+            rows = range(start, start + size)
             start += size
+            if explain_error is not None and any(wanted[i] for i in rows):
+                responses.append(pb_utils.InferenceResponse(error=explain_error))
+                continue
+            chunk = [results[i] for i in rows]
             severity = np.array([[r["severity"].encode()] for r in chunk], dtype=np.object_)
             probs = np.array([[r["probs"][c] for c in LABELS] for r in chunk], dtype=np.float32)
+            texts = np.array([[explanations[i].encode()] for i in rows], dtype=np.object_)
             responses.append(
                 pb_utils.InferenceResponse(
                     output_tensors=[
                         pb_utils.Tensor("SEVERITY", severity),
                         pb_utils.Tensor("PROBABILITIES", probs),
+                        pb_utils.Tensor("EXPLANATION", texts),
                     ]
                 )
             )
         return responses
+
+    def _explanations(self, items, results, wanted):
+        """One explanation per row ("" where not asked), and the error if generation failed."""
+        explanations = [""] * len(items)
+        rows = [i for i, flag in enumerate(wanted) if flag]
+        if not rows:
+            return explanations, None
+        try:
+            texts = self._explain(
+                self.model,
+                self.tokenizer,
+                [(*items[i], results[i]["severity"]) for i in rows],
+                batch_size=self.batch_size,
+                max_prompt_tokens=self.explanation_max_prompt_tokens,
+                max_new_tokens=self.explanation_max_new_tokens,
+            )
+        except Exception as exc:  # noqa: BLE001 - the rows that asked get the error
+            return explanations, pb_utils.TritonError(f"explanation failed: {exc}")
+        for i, text in zip(rows, texts, strict=True):
+            explanations[i] = text
+        return explanations, None
