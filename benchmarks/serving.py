@@ -3,7 +3,8 @@ batching, through Triton one request at a time (dynamic batching off), and in-pr
 and 16 concurrent clients; and the server's memory after 1 and after 5 deployments.
 
     PYTHONPATH=. python benchmarks/serving.py [--model smollm2-135m-instruct|tiny-llama]
-        [--requests 64] [--threads 1] [--out benchmarks/out/serving]
+        [--requests 64] [--threads 1] [--dtype auto|float32|bfloat16]
+        [--max-batch-tokens 2048] [--out benchmarks/out/serving]
 
 Every client sends one review per request (what a code-review bot does). Reviews are the real
 OpenStack Nova review comments in ../shared/datasets/wsu_review_comments (synthetic ones when
@@ -30,6 +31,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 
 from flywheel_assets.ml.base_model import load_model_and_tokenizer, resolve_base_model  # noqa: E402
+from flywheel_assets.ml.lora_training import cpu_has_native_bf16  # noqa: E402
 from flywheel_assets.ml.scoring import score_severity  # noqa: E402
 from flywheel_assets.serving.client import ReviewClient  # noqa: E402
 from flywheel_assets.serving.rollout import control_client, go_live  # noqa: E402
@@ -108,8 +110,10 @@ def triton_caller(server: TritonServer, model_name: str) -> Callable:
     return call
 
 
-def in_process_caller(base: Path, adapter: Path, max_tokens: int) -> Callable:
-    model, tokenizer = load_model_and_tokenizer(base, adapter_dir=adapter)
+def in_process_caller(base: Path, adapter: Path, max_tokens: int, dtype: str) -> Callable:
+    model, tokenizer = load_model_and_tokenizer(
+        base, adapter_dir=adapter, dtype=getattr(torch, dtype)
+    )
 
     def call(item):
         return score_severity(model, tokenizer, [item], batch_size=1, max_prompt_tokens=max_tokens)
@@ -118,7 +122,7 @@ def in_process_caller(base: Path, adapter: Path, max_tokens: int) -> Callable:
 
 
 def publish(repo: TritonModelRepository, adapter: Path, base: Path, args) -> int:
-    extra = {"num_threads": args.threads}
+    extra = {"num_threads": args.threads, "dtype": args.dtype}
     return repo.publish(adapter, sha256_dir(adapter), base, args.max_prompt_tokens, extra).version
 
 
@@ -134,7 +138,9 @@ def run(args) -> dict:
         metrics_port=args.port + 2,
     )
     repos = {
-        "triton dynamic batching": TritonModelRepository(repository_dir=str(server.repository_dir)),
+        "triton dynamic batching": TritonModelRepository(
+            repository_dir=str(server.repository_dir), max_batch_tokens=args.max_batch_tokens
+        ),
         "triton one at a time": TritonModelRepository(
             repository_dir=str(server.repository_dir),
             model_name="flywheel_student_single",
@@ -143,7 +149,13 @@ def run(args) -> dict:
     }
     items = review_items(args.requests)
     pid = server.start()
-    results: dict = {"model": args.model, "requests": len(items), "threads": args.threads}
+    results: dict = {
+        "model": args.model,
+        "requests": len(items),
+        "threads": args.threads,
+        "dtype": args.dtype,
+        "max_batch_tokens": args.max_batch_tokens,
+    }
     try:
         memory = []
         repo = repos["triton dynamic batching"]
@@ -161,7 +173,7 @@ def run(args) -> dict:
     finally:
         server.stop()
     torch.set_num_threads(args.threads)
-    call = in_process_caller(base, adapters[0], args.max_prompt_tokens)
+    call = in_process_caller(base, adapters[0], args.max_prompt_tokens, args.dtype)
     call(items[0])
     results["in-process"] = {c: measure(call, items, c) for c in CONCURRENCY}
     return results
@@ -171,7 +183,8 @@ def table(results: dict) -> str:
     modes = ["triton dynamic batching", "triton one at a time", "in-process"]
     lines = [
         f"model {results['model']}, {results['requests']} reviews per cell, "
-        f"{results['threads']} torch thread(s)",
+        f"{results['threads']} torch thread(s), {results['dtype']}, dynamic batches scored in "
+        f"sub-batches of <= {results['max_batch_tokens']} padded tokens",
         "| mode | clients | reviews/s | p50 ms | p95 ms | vs one-at-a-time |",
         "|---|---:|---:|---:|---:|---:|",
     ]
@@ -199,12 +212,18 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--max-prompt-tokens", type=int, default=256)
+    parser.add_argument(
+        "--dtype", default="auto", help="auto: bfloat16 where the CPU has native bf16, else float32"
+    )
+    parser.add_argument("--max-batch-tokens", type=int, default=2048)
     parser.add_argument("--port", type=int, default=18300)
     parser.add_argument("--out", default="benchmarks/out/serving")
     parser.add_argument(
         "--cache", default=os.environ.get("FLYWHEEL_CACHE", str(Path.home() / ".cache/flywheel"))
     )
     args = parser.parse_args()
+    if args.dtype == "auto":
+        args.dtype = "bfloat16" if cpu_has_native_bf16() else "float32"
     results = run(args)
     out = Path(args.out) / f"results-{args.model}.json"
     out.write_text(json.dumps(results, indent=2, default=str))

@@ -41,6 +41,9 @@ class TritonModelRepository(dg.ConfigurableResource):
     max_batch_size: int = 16
     dynamic_batching: bool = True
     max_queue_delay_us: int = 5000
+    # Scoring inside one dynamic batch: length-sorted sub-batches of at most this many padded
+    # tokens (None = the whole batch at once). On a CPU padding costs as much as real tokens.
+    max_batch_tokens: int | None = 2048
 
     def model_dir(self) -> Path:
         return Path(self.repository_dir) / self.model_name
@@ -138,6 +141,7 @@ class TritonModelRepository(dg.ConfigurableResource):
             "base_model_path": str(base_model_path),
             "max_prompt_tokens": max_prompt_tokens,
             "batch_size": self.max_batch_size,
+            "max_batch_tokens": self.max_batch_tokens,
             "python_paths": [str(PROJECT_ROOT), *site.getsitepackages()],
             **(extra or {}),
         }

@@ -81,6 +81,7 @@ def deployed_student(
             "cycle": cycle,
             "base_model": adapter["base_model"],
             "num_threads": student.num_threads,
+            "dtype": str(student.torch_dtype()).removeprefix("torch."),
             "explanation_max_new_tokens": DEFAULT_MAX_EXPLANATION_TOKENS,
         },
     )

@@ -77,6 +77,8 @@ class TritonPythonModel:
         self._explain = generate_explanations
         self.max_prompt_tokens = int(deployment.get("max_prompt_tokens", 256))
         self.batch_size = int(deployment.get("batch_size", 16))
+        budget = deployment.get("max_batch_tokens")
+        self.max_batch_tokens = int(budget) if budget else None
         self.explanation_max_prompt_tokens = int(
             deployment.get("explanation_max_prompt_tokens", DEFAULT_MAX_PROMPT_TOKENS)
         )
@@ -84,7 +86,9 @@ class TritonPythonModel:
             deployment.get("explanation_max_new_tokens", DEFAULT_MAX_EXPLANATION_TOKENS)
         )
         self.model, self.tokenizer = load_model_and_tokenizer(
-            Path(deployment["base_model_path"]), adapter_dir=version_dir / "adapter"
+            Path(deployment["base_model_path"]),
+            adapter_dir=version_dir / "adapter",
+            dtype=getattr(torch, deployment.get("dtype", "float32")),
         )
 
     def execute(self, requests):
@@ -102,6 +106,7 @@ class TritonPythonModel:
                 items,
                 batch_size=self.batch_size,
                 max_prompt_tokens=self.max_prompt_tokens,
+                max_batch_tokens=self.max_batch_tokens,
             )
         except Exception as exc:  # noqa: BLE001 - every request gets the error, the model lives
             error = pb_utils.TritonError(f"scoring failed: {exc}")
