@@ -130,3 +130,16 @@ def test_real_smollm2_scores_two_items() -> None:
     assert [r["severity"] in SEVERITIES for r in results] == [True, True]
     for result in results:
         assert sum(result["probs"].values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_length_batches_respect_rows_and_padded_token_budget() -> None:
+    from flywheel_assets.ml.scoring import length_batches
+
+    lengths = [100, 10, 300, 50, 60, 900]
+    assert length_batches(lengths, batch_size=16) == [[1, 3, 4, 0, 2, 5]]
+    batches = length_batches(lengths, batch_size=16, max_batch_tokens=250)
+    assert sorted(i for b in batches for i in b) == list(range(6))
+    for batch in batches:
+        assert len(batch) == 1 or len(batch) * max(lengths[i] for i in batch) <= 250
+    assert [5] in batches and [2] in batches  # over budget alone: a batch of its own
+    assert length_batches(lengths, batch_size=2) == [[1, 3], [4, 0], [2, 5]]
