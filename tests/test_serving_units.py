@@ -164,7 +164,7 @@ def student_backend(monkeypatch):
     spec.loader.exec_module(module)
     backend = module.TritonPythonModel()  # what initialize() sets, without loading a model
     backend.model = backend.tokenizer = None
-    backend.batch_size, backend.max_prompt_tokens = 16, 64
+    backend.batch_size, backend.max_prompt_tokens, backend.max_batch_tokens = 16, 64, 2048
     backend.explanation_max_prompt_tokens, backend.explanation_max_new_tokens = 320, 12
     backend.calls = []
 
