@@ -1,6 +1,7 @@
 """exam_evaluation: exact metrics by code; proficiency, feedback and new examples by the teacher."""
 
 import json
+from collections import Counter
 
 import dagster as dg
 import polars as pl
@@ -120,6 +121,10 @@ def exam_evaluation(
             ),
             "new_examples": len(result.new_examples),
             "new_examples_per_severity": dg.MetadataValue.json(new_counts),
+            "new_examples_with_explanation": sum(bool(e.explanation) for e in result.new_examples),
+            "explanation_sources": dg.MetadataValue.json(
+                dict(Counter(e.explanation_source or "none" for e in result.new_examples))
+            ),
             "teacher": result.teacher,
             "prompt_sha256": result.prompt_sha256,
             "teacher_notes": result.notes or "none",

@@ -10,6 +10,7 @@ ones it wrote as a candidate.
 """
 
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
 import polars as pl
@@ -105,25 +106,26 @@ def judge_pairs(
     baseline: dict[str, str],
     baseline_name: str,
 ) -> list[PairResult]:
-    """Every sampled item's candidate explanation (as A) against the baseline's (as B)."""
-    results = []
-    for row in sample.iter_rows(named=True):
-        item = Item.model_validate(row)
+    """Every sampled item's candidate explanation (as A) against the baseline's (as B); pairs
+    are judged concurrently up to the teacher's ``max_concurrency`` (an LLM endpoint's limit)."""
+
+    def judge(row: dict) -> PairResult:
         reference = corpus_reference(row["severity"], row["code"], row["good_code"], row["details"])
         verdict = teacher.judge_explanations(
             JudgeRequest(
                 cycle=cycle,
-                item=item,
+                item=Item.model_validate(row),
                 explanation_a=candidate[row["item_id"]],
                 explanation_b=baseline[row["item_id"]],
                 reference=reference,
             )
         )
         winner = outcome(verdict.winner) if verdict.valid else None
-        results.append(
-            PairResult(row["item_id"], "candidate", baseline_name, winner, verdict.reason)
-        )
-    return results
+        return PairResult(row["item_id"], "candidate", baseline_name, winner, verdict.reason)
+
+    workers = max(1, int(getattr(teacher, "max_concurrency", 1)))
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(judge, sample.iter_rows(named=True)))
 
 
 def preference_table(prefs: dict[str, Preference]) -> str:
