@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import polars as pl
@@ -121,6 +122,22 @@ def _chain_table(chain: list[dict]) -> str:
     return table(header, rows)
 
 
+def _prompts(raw: str | None) -> str:
+    if not raw:
+        return "-"
+    return ", ".join(f"{name} {_short(sha, 16)}" for name, sha in json.loads(raw).items())
+
+
+def _explanation_sources(store: LineageStore, curriculum_cycle: str | None) -> str:
+    """Who wrote the curriculum's reference explanations (rows without one: severity only)."""
+    counts = store.query(
+        "SELECT coalesce(explanation_source, 'none (severity only)') AS source, count(*) AS n "
+        "FROM curricula WHERE cycle = ? GROUP BY 1 ORDER BY 1",
+        [curriculum_cycle or ""],
+    )
+    return ", ".join(f"{r['source']}: {r['n']}" for r in counts.iter_rows(named=True)) or "-"
+
+
 def render_adapter(store: LineageStore, adapter: dict) -> str:
     """Markdown: the adapter's facts, its warm-start chain and the feedback it learned from."""
     facts = [
@@ -134,6 +151,8 @@ def render_adapter(store: LineageStore, adapter: dict) -> str:
         ("exam ids", ", ".join(adapter["exam_ids"] or [])),
         ("feedback rows up to this cycle", adapter["feedback_rows"] or 0),
         ("training", f"{adapter['steps']} steps, final loss {adapter['final_loss']:.4f}"),
+        ("training prompts sha256", _prompts(adapter["training_prompts"])),
+        ("reference explanations", _explanation_sources(store, adapter["curriculum_cycle"])),
         ("training config", adapter["config"]),
         (
             "held-out",

@@ -104,6 +104,8 @@ ADDED_COLUMNS: dict[str, list[str]] = {
         "data_version VARCHAR",
         "device VARCHAR",
         "finetune_skipped_reason VARCHAR",
+        # training_prompts: JSON {prompt name: sha256} of the prompts the examples were built with
+        "training_prompts VARCHAR",
     ],
     # served: whether Triton loaded the version; action: deploy | rollback.
     "deployments": ["served BOOLEAN", "action VARCHAR"],

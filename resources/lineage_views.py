@@ -35,6 +35,7 @@ VIEWS: dict[str, str] = {
                ev.prompt_sha256 AS evaluation_prompt_sha256,
                a.curriculum_cycle, cu.asset_version AS curriculum_version,
                a.curriculum_size, a.steps, a.final_loss, a.train_seconds, a.config,
+               a.training_prompts,
                h.accuracy AS heldout_accuracy, h.macro_f1 AS heldout_macro_f1,
                d.model_name, d.model_version, d.deployed_at, a.created_at,
                a.asset_version AS adapter_version

@@ -49,6 +49,8 @@ def test_audit_cli_prints_the_chain_of_cycle_two(audited, capsys):
     out = capsys.readouterr().out
     assert f"Lineage of adapter {sha[:12]}" in out
     assert "week-2.jsonl" in out and "bootstrap" in out and "flywheel_student v2" in out
+    assert "explain_severity" in out and "severity_rating" in out  # training prompts
+    assert "corpus-template/1:" in out  # who wrote the reference explanations
     assert main(["audit", "nope", "--home", str(home)]) == 1
 
 

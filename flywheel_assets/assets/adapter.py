@@ -20,6 +20,7 @@ import polars as pl
 from flywheel_assets import lineage
 from flywheel_assets.assets.curriculum import curriculum
 from flywheel_assets.partitions import cycle_asset
+from flywheel_assets.prompts import prompt_sha256
 from flywheel_assets.settings import TrainingSettings
 from flywheel_assets.teaching.stopping import StopDecision, decide
 from resources.artifact_store import ArtifactStore, sha256_file
@@ -28,7 +29,9 @@ from resources.flywheel_config import FlywheelConfig
 from resources.lineage_store import LineageStore
 from resources.student import StudentModel
 
-VERSION = "2"
+VERSION = "3"
+# The prompts training examples are rendered with (severity task, explanation task).
+TRAINING_PROMPTS = ("severity_rating", "explain_severity")
 _NOT_FINGERPRINTED = {"output_dir", "checkpoint_dir", "examples_path", "num_threads"}
 
 
@@ -199,6 +202,7 @@ def lora_adapter(
         "data_version": data_version,
         "device": str(runner.get("device", "cpu")),
         "finetune_skipped_reason": None,
+        "training_prompts": json.dumps({name: prompt_sha256(name) for name in TRAINING_PROMPTS}),
     }
     store.replace_rows("adapters", pl.DataFrame([row]), cycle=cycle)
     return dg.MaterializeResult(
