@@ -210,15 +210,7 @@ class LLMTeacher(Teacher):
         # Both calls ran concurrently; each reply is read in the order it was shown, and the
         # shared rule maps the swapped one back and combines them.
         replies = iter([_verdict(o, swapped=False) for o in outcomes])
-        winner, reason = judge_both_orders(lambda a, b: next(replies), "A", "B")
-        return JudgeVerdict(
-            winner=winner or "tie",
-            reason=reason,
-            teacher=self.teacher_id,
-            prompt_sha256=prompt_sha256("judge_explanations"),
-            usage=usage,
-            valid=winner is not None,
-        )
+        return self._judge_verdict(*judge_both_orders(lambda a, b: next(replies), "A", "B"), usage)
 
     def judge_once(self, request: JudgeRequest) -> JudgeVerdict:
         """One call, explanation A shown first."""
@@ -226,7 +218,10 @@ class LLMTeacher(Teacher):
         render = partial(self._judge_prompt, request)
         chunks = [Chunk("judge/ab", {}, [])]
         (outcome,) = self._call(request.cycle, "judge", chunks, render, JUDGE_SCHEMA, usage)
-        winner, reason = _verdict(outcome, swapped=False)
+        return self._judge_verdict(*_verdict(outcome, swapped=False), usage)
+
+    def _judge_verdict(self, winner: str | None, reason: str, usage: TeacherUsage) -> JudgeVerdict:
+        """No valid verdict (None) reads as an invalid tie."""
         return JudgeVerdict(
             winner=winner or "tie",
             reason=reason,

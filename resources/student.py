@@ -40,6 +40,12 @@ class StudentModel(dg.ConfigurableResource):
             return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
         return getattr(torch, self.dtype)
 
+    def _load(self, adapter_dir: Path | None) -> tuple:
+        torch.set_num_threads(self.num_threads)
+        return load_model_and_tokenizer(
+            self.base_model_path(), adapter_dir=adapter_dir, dtype=self.torch_dtype()
+        )
+
     def explain(
         self,
         items: Sequence[tuple[str, str, str]],
@@ -48,10 +54,7 @@ class StudentModel(dg.ConfigurableResource):
         on_progress: Callable[[int, int], None] | None = None,
     ) -> tuple[list[str], float]:
         """Explanations for (code, review, severity) items, and seconds taken."""
-        torch.set_num_threads(self.num_threads)
-        model, tokenizer = load_model_and_tokenizer(
-            self.base_model_path(), adapter_dir=adapter_dir, dtype=self.torch_dtype()
-        )
+        model, tokenizer = self._load(adapter_dir)
         start = time.perf_counter()
         texts = generate_explanations(
             model,
@@ -71,10 +74,7 @@ class StudentModel(dg.ConfigurableResource):
         on_progress: Callable[[int, int], None] | None = None,
     ) -> tuple[list[dict], float]:
         """Severity and per-label probabilities for (code, review) pairs, and seconds taken."""
-        torch.set_num_threads(self.num_threads)
-        model, tokenizer = load_model_and_tokenizer(
-            self.base_model_path(), adapter_dir=adapter_dir, dtype=self.torch_dtype()
-        )
+        model, tokenizer = self._load(adapter_dir)
         start = time.perf_counter()
         results = score_severity(
             model,

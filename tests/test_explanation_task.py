@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from flywheel_assets.ml.base_model import TINY_LLAMA, load_model_and_tokenizer, resolve_base_model
-from flywheel_assets.ml.explaining import generate_explanations, pad_left
+from flywheel_assets.ml.explaining import generate_explanations
 from flywheel_assets.ml.explanation_prompt import (
     build_explain_prompt,
     explanation_completion_ids,
@@ -23,6 +23,7 @@ from flywheel_assets.ml.lora_training import (
     label_loss,
     train_lora,
 )
+from flywheel_assets.ml.scoring import pad
 from flywheel_assets.ml.severity_prompt import label_first_token_ids
 from flywheel_assets.teaching.metrics import classification_report
 from flywheel_assets.teaching.reference_explanations import SOURCE, corpus_reference, describe_fix
@@ -142,7 +143,7 @@ def test_multitask_training_reports_and_learns_explanations(tmp_path: Path) -> N
 
 def test_generation_is_batched_left_padded_and_in_input_order(tiny: tuple) -> None:
     model, tokenizer = tiny
-    ids, mask = pad_left([[5, 6, 7], [8]], pad_id=0)
+    ids, mask = pad([[5, 6, 7], [8]], pad_id=0, side="left")
     assert ids.tolist() == [[5, 6, 7], [0, 0, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
     items = [(CODE, REVIEW, "critical"), ("x = 1\n", "Name is unclear.", "trivial")] * 2
     together = generate_explanations(model, tokenizer, items, batch_size=4, max_new_tokens=8)

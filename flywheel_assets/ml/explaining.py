@@ -15,20 +15,10 @@ from flywheel_assets.ml.explanation_prompt import (
     DEFAULT_MAX_EXPLANATION_TOKENS,
     build_explain_prompt,
 )
+from flywheel_assets.ml.scoring import pad
 
 DEFAULT_MAX_PROMPT_TOKENS = 320
 REPETITION_PENALTY = 1.15
-
-
-def pad_left(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input_ids, attention_mask), left-padded to the longest row."""
-    width = max(len(row) for row in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-        mask[i, width - len(row) :] = 1
-    return ids, mask
 
 
 @torch.inference_mode()
@@ -39,7 +29,7 @@ def _generate_batch(
     max_new_tokens: int,
 ) -> list[str]:
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    input_ids, mask = pad_left(prompts, pad_id)
+    input_ids, mask = pad(prompts, pad_id, "left")
     device = next(model.parameters()).device
     output = model.generate(
         input_ids=input_ids.to(device),

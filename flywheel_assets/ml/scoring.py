@@ -28,15 +28,23 @@ from flywheel_assets.ml.severity_prompt import SEVERITIES, build_prompt, label_f
 DEFAULT_MAX_PROMPT_TOKENS = 320
 
 
-def pad_right(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input_ids, attention_mask), right-padded to the longest row."""
+def pad(
+    rows: Sequence[Sequence[int]], pad_id: int, side: str = "right"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask), padded on ``side`` ("right" or "left") to the longest row."""
     width = max(len(row) for row in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-        mask[i, : len(row)] = 1
+        cols = slice(0, len(row)) if side == "right" else slice(width - len(row), width)
+        ids[i, cols] = torch.tensor(row, dtype=torch.long)
+        mask[i, cols] = 1
     return ids, mask
+
+
+def pad_right(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask), right-padded to the longest row."""
+    return pad(rows, pad_id, "right")
 
 
 def logits_at(
