@@ -176,7 +176,29 @@ def run(args) -> dict:
     call = in_process_caller(base, adapters[0], args.max_prompt_tokens, args.dtype)
     call(items[0])
     results["in-process"] = {c: measure(call, items, c) for c in CONCURRENCY}
+    results["batching ceiling"] = batching_ceiling(base, adapters[0], items, args)
     return results
+
+
+def batching_ceiling(base: Path, adapter: Path, items, args) -> dict:
+    """What batching can buy on this machine at best: the same reviews scored in-process, all
+    at once in batches of 16 (no server, no queueing) vs one by one. A server's dynamic batching
+    ratio cannot beat this one: it runs the same forward passes plus its own overheads."""
+    model, tokenizer = load_model_and_tokenizer(
+        base, adapter_dir=adapter, dtype=getattr(torch, args.dtype)
+    )
+    kwargs = {"max_prompt_tokens": args.max_prompt_tokens}
+    score_severity(model, tokenizer, items[:2], batch_size=1, **kwargs)  # warm-up
+    timings = {}
+    for name, batch, budget in (
+        ("one by one", 1, None),
+        ("batches of 16", 16, None),
+        ("batches of 16, token budget", 16, args.max_batch_tokens),
+    ):
+        start = time.perf_counter()
+        score_severity(model, tokenizer, items, batch_size=batch, max_batch_tokens=budget, **kwargs)
+        timings[name] = len(items) / (time.perf_counter() - start)
+    return timings
 
 
 def table(results: dict) -> str:
@@ -196,6 +218,12 @@ def table(results: dict) -> str:
                 f"| {mode} | {c} | {r['rps']:.1f} | {1000 * r['p50']:.0f} | "
                 f"{1000 * r['p95']:.0f} | {ratio:.2f}x |"
             )
+    ceiling = results["batching ceiling"]
+    single = ceiling["one by one"]
+    lines += ["", "batching ceiling (in-process, all reviews at once, no server):"]
+    lines += [
+        f"  {name}: {rps:.2f} reviews/s ({rps / single:.2f}x)" for name, rps in ceiling.items()
+    ]
     mem = results["rss_mib_after_deployments"]
     lines.append("")
     lines.append(
