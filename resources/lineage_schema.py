@@ -69,7 +69,7 @@ TABLES: dict[str, str] = {
     """,
     "explanations": """
         model_ref VARCHAR, item_id VARCHAR, severity VARCHAR, explanation VARCHAR,
-        prompt_sha256 VARCHAR, max_new_tokens INTEGER, seconds DOUBLE
+        prompt_sha256 VARCHAR, max_new_tokens INTEGER, decoding VARCHAR, seconds DOUBLE
     """,
     "explanation_judgements": """
         cycle VARCHAR, baseline VARCHAR, candidate_ref VARCHAR, baseline_ref VARCHAR,
@@ -113,6 +113,8 @@ ADDED_COLUMNS: dict[str, list[str]] = {
     # corpus-template/1 or reviewer).
     "teacher_examples": ["explanation VARCHAR", "explanation_source VARCHAR"],
     "curricula": ["explanation VARCHAR", "explanation_source VARCHAR"],
+    # decoding: how the explanation was generated (part of the explanations cache key).
+    "explanations": ["decoding VARCHAR"],
 }
 
 

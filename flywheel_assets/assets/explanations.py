@@ -19,6 +19,7 @@ from flywheel_assets import lineage
 from flywheel_assets.assets.adapter import lora_adapter
 from flywheel_assets.assets.answers import progress_logger
 from flywheel_assets.markdown import table
+from flywheel_assets.ml.explaining import DECODING
 from flywheel_assets.partitions import cycle_asset
 from flywheel_assets.prompts import prompt_sha256, prompts_version
 from flywheel_assets.severity import SEVERITIES
@@ -68,12 +69,13 @@ def explanations_of(
     adapter: dict | None,
     max_new_tokens: int,
 ) -> tuple[dict[str, str], float]:
-    """item_id -> explanation written by one model (cached per model, prompt and length cap)."""
+    """item_id -> explanation written by one model (cached per model, prompt, length cap and
+    decoding)."""
     ref, prompt = model_ref(student, adapter), prompt_sha256("explain_severity")
     cached = store.query(
         "SELECT item_id, explanation FROM explanations WHERE model_ref = ? AND prompt_sha256 = ? "
-        "AND max_new_tokens = ?",
-        [ref, prompt, max_new_tokens],
+        "AND max_new_tokens = ? AND decoding = ?",
+        [ref, prompt, max_new_tokens, DECODING],
     )
     known = dict(zip(cached["item_id"], cached["explanation"], strict=True))
     missing = sample.filter(~pl.col("item_id").is_in(list(known)))
@@ -91,6 +93,7 @@ def explanations_of(
             model_ref=pl.lit(ref),
             prompt_sha256=pl.lit(prompt),
             max_new_tokens=pl.lit(max_new_tokens),
+            decoding=pl.lit(DECODING),
             seconds=pl.lit(seconds / missing.height),
         )
         store.append_rows("explanations", rows)

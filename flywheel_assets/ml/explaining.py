@@ -1,7 +1,10 @@
 """The student writes explanations: greedy decoding of the explanation prompt, batched.
 
 Prompts are left-padded so every row's next token sits in the last column; a row stops at eos
-(or after ``max_new_tokens``). A mild repetition penalty keeps a small model from looping.
+(or after ``max_new_tokens``). A mild repetition penalty keeps a small model from looping; it
+counts only the generated tokens, never the prompt's (transformers' default counts the prompt
+too, which would push the model away from naming the severity or quoting the code it was given:
+exactly what an explanation should do).
 """
 
 from __future__ import annotations
@@ -9,7 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    LogitsProcessorList,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    RepetitionPenaltyLogitsProcessor,
+)
 
 from flywheel_assets.ml.explanation_prompt import (
     DEFAULT_MAX_EXPLANATION_TOKENS,
@@ -19,6 +27,8 @@ from flywheel_assets.ml.scoring import pad
 
 DEFAULT_MAX_PROMPT_TOKENS = 320
 REPETITION_PENALTY = 1.15
+# How explanations are decoded; part of the cache key of stored explanations.
+DECODING = f"greedy, repetition penalty {REPETITION_PENALTY} on generated tokens only"
 
 
 @torch.inference_mode()
@@ -31,12 +41,15 @@ def _generate_batch(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     input_ids, mask = pad(prompts, pad_id, "left")
     device = next(model.parameters()).device
+    penalty = RepetitionPenaltyLogitsProcessor(
+        REPETITION_PENALTY, prompt_ignore_length=input_ids.shape[1]
+    )
     output = model.generate(
         input_ids=input_ids.to(device),
         attention_mask=mask.to(device),
         max_new_tokens=max_new_tokens,
         do_sample=False,
-        repetition_penalty=REPETITION_PENALTY,
+        logits_processor=LogitsProcessorList([penalty]),
         pad_token_id=pad_id,
         eos_token_id=tokenizer.eos_token_id,
     )
