@@ -2,6 +2,7 @@
 
     python -m benchmarks.explanation_task --cycles 3
     python -m benchmarks.explanation_task --with-home A --without-home B   # reuse finished runs
+    python -m benchmarks.explanation_task --with-home A --without-home B --rejudge
 
 Runs the demo's cycles twice with the same settings and seeds, once as configured (severity +
 explanations in one adapter) and once with ``training.explanation_weight=0`` (severity only),
@@ -9,7 +10,8 @@ so both train the same number of steps on the same batches of severity examples.
 cycle, the held-out severity accuracy and macro-F1 of both (the multi-task run must not lose
 severity accuracy) and the explanation judge's preference of each run's adapter over the base
 model (wins / ties / losses, differential, 95% CI), plus the training time of each run: the
-ratio is the price of the second task.
+ratio is the price of the second task. ``--rejudge`` re-materializes ``explanation_preference``
+for every cycle of reused runs first (after a change to the judge or to the decoding).
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ import logging
 import tempfile
 from pathlib import Path
 
+import dagster as dg
 import polars as pl
 
 from flywheel_assets.definitions import build_definitions
+from flywheel_assets.partitions import cycles
 from flywheel_assets.runner import demo_cycle_keys, persistent_instance, run_cycles
 
 log = logging.getLogger("benchmarks.explanation_task")
@@ -31,6 +35,22 @@ OFF = "training.explanation_weight=0"
 def run(home: Path, cycles: int, overrides: list[str]) -> None:
     defs = build_definitions(home=home, overrides=overrides)
     run_cycles(defs, persistent_instance(home), demo_cycle_keys(cycles))
+
+
+def rejudge(home: Path) -> None:
+    """explanation_preference again for every cycle of a finished run, with the current code."""
+    defs = build_definitions(home=home)
+    instance = persistent_instance(home)
+    job = dg.define_asset_job(
+        "rejudge", selection=["explanation_preference"], partitions_def=cycles
+    )
+    job = dg.Definitions(assets=defs.assets, resources=defs.resources, jobs=[job])
+    for key in instance.get_dynamic_partitions(cycles.name):
+        log.info("%s: judging %s again", home, key)
+        result = job.resolve_job_def("rejudge").execute_in_process(
+            partition_key=key, instance=instance
+        )
+        assert result.success
 
 
 def collect(home: Path) -> pl.DataFrame:
@@ -85,6 +105,7 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, default=3)
     parser.add_argument("--with-home", type=Path, help="a finished run with the task on")
     parser.add_argument("--without-home", type=Path, help="a finished run with it off")
+    parser.add_argument("--rejudge", action="store_true", help="judge reused runs again")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     root = Path(tempfile.mkdtemp(prefix="explanation-bench-"))
@@ -94,6 +115,9 @@ def main() -> None:
         run(with_home, args.cycles, [])
     if args.without_home is None:
         run(without_home, args.cycles, [OFF])
+    if args.rejudge:
+        for home in (with_home, without_home):
+            rejudge(home)
     print(report(collect(with_home), collect(without_home)))  # noqa: T201 - the report
 
 
