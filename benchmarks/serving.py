@@ -4,7 +4,7 @@ and 16 concurrent clients; and the server's memory after 1 and after 5 deploymen
 
     PYTHONPATH=. python benchmarks/serving.py [--model smollm2-135m-instruct|tiny-llama]
         [--requests 64] [--threads 1] [--dtype auto|float32|bfloat16]
-        [--max-batch-tokens 2048] [--out benchmarks/out/serving]
+        [--max-batch-tokens 1024] [--out benchmarks/out/serving]
 
 Every client sends one review per request (what a code-review bot does). Reviews are the real
 OpenStack Nova review comments in ../shared/datasets/wsu_review_comments (synthetic ones when
@@ -243,7 +243,7 @@ def main() -> None:
     parser.add_argument(
         "--dtype", default="auto", help="auto: bfloat16 where the CPU has native bf16, else float32"
     )
-    parser.add_argument("--max-batch-tokens", type=int, default=2048)
+    parser.add_argument("--max-batch-tokens", type=int, default=1024)
     parser.add_argument("--port", type=int, default=18300)
     parser.add_argument("--out", default="benchmarks/out/serving")
     parser.add_argument(

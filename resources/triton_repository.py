@@ -43,7 +43,7 @@ class TritonModelRepository(dg.ConfigurableResource):
     max_queue_delay_us: int = 5000
     # Scoring inside one dynamic batch: length-sorted sub-batches of at most this many padded
     # tokens (None = the whole batch at once). On a CPU padding costs as much as real tokens.
-    max_batch_tokens: int | None = 2048
+    max_batch_tokens: int | None = 1024
 
     def model_dir(self) -> Path:
         return Path(self.repository_dir) / self.model_name
