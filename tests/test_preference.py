@@ -6,7 +6,7 @@ import math
 import polars as pl
 import pytest
 
-from flywheel_assets.assets.explanations import judge_pairs, judge_sample
+from flywheel_assets.assets.explanations import judge_pairs, judge_sample, sample_references
 from flywheel_assets.teaching.preference import (
     PairResult,
     combine_orders,
@@ -30,6 +30,8 @@ SAMPLE = pl.DataFrame(
         for k in range(6)
     ]
 )
+
+REFS = sample_references(SAMPLE)
 
 
 class ScriptedJudge(Teacher):
@@ -66,7 +68,7 @@ def texts(word: str) -> dict[str, str]:
 
 def test_a_judge_that_always_prefers_the_first_position_yields_ties() -> None:
     pairs = judge_pairs(
-        ScriptedJudge(rule="first"), "c", SAMPLE, texts("good"), texts("bad"), "base"
+        ScriptedJudge(rule="first"), "c", SAMPLE, REFS, texts("good"), texts("bad"), "base"
     )
     result = tally(pairs)
     assert (result.wins, result.ties, result.losses) == (0, 6, 0)
@@ -78,14 +80,16 @@ def test_a_consistent_judge_counts_wins_and_losses() -> None:
     judge = ScriptedJudge(rule="good")
     candidate = {**texts("good"), "i4": "bad one", "i5": "bad two"}
     other = {**texts("bad"), "i5": "good too"}
-    result = tally(judge_pairs(judge, "c", SAMPLE, candidate, other, "base"))
+    result = tally(judge_pairs(judge, "c", SAMPLE, REFS, candidate, other, "base"))
     # i0..i3 wins, i4 tie (neither says good), i5 loss
     assert (result.wins, result.ties, result.losses, result.invalid) == (4, 1, 1, 0)
     assert result.differential == pytest.approx(0.5)
 
 
 def test_no_valid_verdict_is_an_invalid_tie() -> None:
-    pairs = judge_pairs(ScriptedJudge(rule="invalid"), "c", SAMPLE, texts("a"), texts("b"), "b")
+    pairs = judge_pairs(
+        ScriptedJudge(rule="invalid"), "c", SAMPLE, REFS, texts("a"), texts("b"), "b"
+    )
     result = tally(pairs)
     assert result.invalid == 6 and result.ties == 6 and result.differential == 0.0
 

@@ -101,10 +101,19 @@ def explanations_of(
     return known, seconds
 
 
+def sample_references(sample: pl.DataFrame) -> dict[str, str | None]:
+    """item_id -> the corpus teacher's reference explanation (None without a documented fix)."""
+    return {
+        r["item_id"]: corpus_reference(r["severity"], r["code"], r["good_code"], r["details"])
+        for r in sample.iter_rows(named=True)
+    }
+
+
 def judge_pairs(
     teacher: Teacher,
     cycle: str,
     sample: pl.DataFrame,
+    references: dict[str, str | None],
     candidate: dict[str, str],
     baseline: dict[str, str],
     baseline_name: str,
@@ -113,14 +122,13 @@ def judge_pairs(
     are judged concurrently up to the teacher's ``max_concurrency`` (an LLM endpoint's limit)."""
 
     def judge(row: dict) -> PairResult:
-        reference = corpus_reference(row["severity"], row["code"], row["good_code"], row["details"])
         verdict = teacher.judge_explanations(
             JudgeRequest(
                 cycle=cycle,
                 item=Item.model_validate(row),
                 explanation_a=candidate[row["item_id"]],
                 explanation_b=baseline[row["item_id"]],
-                reference=reference,
+                reference=references[row["item_id"]],
             )
         )
         winner = outcome(verdict.winner) if verdict.valid else None
@@ -201,6 +209,7 @@ def explanation_preference(
         notes.append("the deployed adapter is this cycle's (no fine-tune): not compared to itself")
     else:
         baselines[f"deployed ({serving['deployed_in']})"] = serving
+    references = sample_references(sample)
     max_new = settings.max_new_tokens
     texts, seconds = {}, 0.0
     for name, adapter in {"new adapter": candidate, **baselines}.items():
@@ -210,7 +219,9 @@ def explanation_preference(
         seconds += took
     prefs, verdicts, judged = {}, {}, []
     for name, adapter in baselines.items():
-        pairs = judge_pairs(teacher, cycle, sample, texts["new adapter"], texts[name], name)
+        pairs = judge_pairs(
+            teacher, cycle, sample, references, texts["new adapter"], texts[name], name
+        )
         prefs[name] = tally(pairs)
         verdicts[name] = {p.item_id: p.winner for p in pairs}
         judged += [
@@ -252,11 +263,7 @@ def explanation_preference(
         f"differential {base.differential:+.2f} [{base.ci_low:+.2f}, {base.ci_high:+.2f}]"
     )
     deployed = next((p for n, p in prefs.items() if n != "base model"), None)
-    reference_texts = {
-        r["item_id"]: corpus_reference(r["severity"], r["code"], r["good_code"], r["details"])
-        or "(none)"
-        for r in sample.iter_rows(named=True)
-    }
+    reference_texts = {item_id: text or "(none)" for item_id, text in references.items()}
     shown = {**texts, "reference (corpus template)": reference_texts}
     return dg.MaterializeResult(
         metadata={
