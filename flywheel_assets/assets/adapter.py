@@ -72,30 +72,18 @@ def build_job(
     init_dir: Path | None,
     max_steps: int,
 ) -> FineTuneJob:
+    """The job from the `training` settings (every field the two share, by name), the student's
+    prompt length and threads, the cycle's paths and the stopping rule's step budget."""
+    shared = FineTuneJob.model_fields.keys() & TrainingSettings.model_fields.keys()
     return FineTuneJob(
+        **training.model_dump(include=shared),
         base_model_path=str(student.base_model_path()),
         examples_path=str(work / "curriculum.jsonl"),
         output_dir=str(work / "adapter"),
         init_adapter_dir=str(init_dir) if init_dir else None,
-        learning_rate=training.learning_rate,
-        batch_size=training.batch_size,
         max_steps=max_steps,
-        lora_r=training.lora_r,
-        lora_alpha=training.lora_alpha,
-        lora_dropout=training.lora_dropout,
-        layers_to_train=training.layers_to_train,
         max_prompt_tokens=student.max_prompt_tokens,
-        seed=training.seed,
         num_threads=student.num_threads,
-        loss=training.loss,
-        dtype=training.dtype,
-        checkpoint_every=training.checkpoint_every,
-        eval_every=training.eval_every,
-        patience=training.patience,
-        validation_fraction=training.validation_fraction,
-        explanation_weight=training.explanation_weight,
-        explanation_batch_size=training.explanation_batch_size,
-        max_explanation_tokens=training.max_explanation_tokens,
     )
 
 
