@@ -29,6 +29,8 @@ demo: setup
 
 lint: setup
 	$(BIN)/ruff check .
+	# The layers (core < resources < assets < CLI < benchmarks): pyproject.toml [tool.importlinter]
+	$(BIN)/lint-imports
 
 test: setup lint
 	$(BIN)/python -m pytest -q

@@ -21,14 +21,13 @@ from pathlib import Path
 
 import polars as pl
 
-from flywheel_assets.assets.adapter import build_job
+from flywheel_assets.assets.step06_lora_adapter import build_job
 from flywheel_assets.definitions import build_definitions
-from flywheel_assets.external.recipe import resolve_config
 from flywheel_assets.external.train_lora import read_examples
-from flywheel_assets.lineage import adapter_ref, heldout_items
-from flywheel_assets.ml.lora_training import train_lora
-from flywheel_assets.runner import demo_cycle_keys, persistent_instance, run_cycles
-from flywheel_assets.teaching.metrics import classification_report
+from flywheel_cli.runner import demo_cycle_keys, persistent_instance, run_cycles
+from flywheel_core.ml.lora_training import train_lora
+from flywheel_core.ml.recipe import resolve_config
+from flywheel_core.teaching.metrics import classification_report
 
 log = logging.getLogger("benchmarks.accuracy")
 
@@ -58,12 +57,11 @@ def flat_finetune(defs, total_steps: int, out: Path) -> tuple[Path, dict]:
     """One LoRA on the whole train split, uniform weights, through the flywheel's own job and
     recipe path (same settings), for the same total number of steps."""
     settings = defs.resources["flywheel_config"].settings()
-    train = defs.resources["store"].query(
-        "SELECT code, review, severity, 1.0 AS weight FROM seed_corpus WHERE split = 'train'"
-    )
+    train = defs.resources["store"].seed_train_examples()
     out.mkdir(parents=True, exist_ok=True)
     train.write_ndjson(out / "curriculum.jsonl")
-    job = build_job(settings.training, defs.resources["student"], out, None, total_steps)
+    student = defs.resources["student"].runner(settings.student)
+    job = build_job(settings.training, student, out, None, total_steps)
     config, examples_path = resolve_config(job.model_dump())
     return Path(job.output_dir), train_lora(config, read_examples(examples_path))
 
@@ -87,17 +85,16 @@ def main() -> None:
     defs = build_definitions(home=home, overrides=args.overrides)
     if not args.reuse_home:
         run_cycles(defs, persistent_instance(home), demo_cycle_keys(args.cycles))
-    store, student, artifacts = (defs.resources[k] for k in ("store", "student", "artifacts"))
-    heldout = heldout_items(store, None)
+    store, artifacts = defs.resources["store"], defs.resources["artifacts"]
+    student = defs.resources["student"].runner(defs.resources["flywheel_config"].settings().student)
+    heldout = store.heldout_items()
     wsu = load_wsu(args.wsu, args.wsu_limit)
-    adapters = store.query(
-        "SELECT a.* FROM adapters a JOIN cycles c USING (cycle) ORDER BY c.seq"
-    ).iter_rows(named=True)
+    adapters = store.adapters_in_order().iter_rows(named=True)
     models: list[tuple[str, Path | None, int]] = [("base SmolLM2", None, 0)]
     steps = 0
     for row in adapters:
         steps += row["steps"]
-        adapter_dir = artifacts.local_dir(adapter_ref(row))
+        adapter_dir = artifacts.adapter_dir(row)
         models.append((f"flywheel after {row['cycle']}", adapter_dir, steps))
     started = time.perf_counter()
     flat_dir, flat_metrics = flat_finetune(defs, steps, args.out / "flat")

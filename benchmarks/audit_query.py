@@ -12,8 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from flywheel_assets.audit import feedback_influence, find_adapter
-from resources.lineage_store import LineageStore
+from resources.lineage.store import LineageStore
 
 CYCLES = 200
 
@@ -86,18 +85,11 @@ def main(rows: int = 1_000_000) -> None:
         baseline = timed(lambda: store.query("SELECT cycle, count(*) FROM feedback GROUP BY 1"))
         latest = f"c{CYCLES}"
         figures = {
-            "adapter_lineage (latest adapter, by cycle)": timed(
-                lambda: find_adapter(store, latest)
-            ),
+            "adapter_lineage (latest adapter, by cycle)": timed(lambda: store.find_adapter(latest)),
             "adapter_lineage (by sha prefix)": timed(
-                lambda: find_adapter(
-                    store,
-                    store.query("SELECT adapter_sha256 FROM adapters WHERE cycle = 'c100'").item()[
-                        :10
-                    ],
-                )
+                lambda: store.find_adapter(store.adapter("c100")["adapter_sha256"][:10])
             ),
-            "feedback_influence (first batch)": timed(lambda: feedback_influence(store, "c1")),
+            "feedback_influence (first batch)": timed(lambda: store.feedback_influence("c1")),
         }
         print(f"baseline GROUP BY scan of feedback: {baseline * 1000:.0f} ms")  # noqa: T201
         for name, seconds in figures.items():

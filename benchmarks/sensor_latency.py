@@ -41,8 +41,10 @@ def materialize(defs, instance, key: str) -> None:
 def through_sensor(defs, instance, landing: Path, tag: str, cursor: str | None):
     start = time.perf_counter()
     (landing / f"{tag}.jsonl").write_text(batch(tag))
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=defs.resources)
-    result = feedback_sensor(context)
+    with dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources=defs.resources
+    ) as context:
+        result = feedback_sensor(context)
     for request in result.dynamic_partitions_requests:
         instance.add_dynamic_partitions(cycles.name, list(request.partition_keys))
     (run,) = result.run_requests

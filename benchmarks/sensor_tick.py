@@ -16,9 +16,11 @@ from pathlib import Path
 import dagster as dg
 
 from flywheel_assets.definitions import build_definitions
-from flywheel_assets.feedback_batches import batch_key, batch_row, record_batches, sha256_bytes
 from flywheel_assets.partitions import cycles
 from flywheel_assets.sensors import feedback_sensor
+from flywheel_core.feedback.batches import batch_key
+from flywheel_core.hashing import sha256_bytes
+from resources.lineage.feedback import batch_row
 
 
 def write_files(landing: Path, count: int) -> list[Path]:
@@ -41,7 +43,7 @@ def seed_state(defs: dg.Definitions, instance: dg.DagsterInstance, landing: Path
         key = batch_key(path.name, sha)
         rows.append(batch_row(key, files[path.name], str(path), sha))
         keys.append(key)
-    record_batches(defs.resources["store"], rows)
+    defs.resources["store"].record_batches(rows)
     instance.add_dynamic_partitions(cycles.name, keys)
     return json.dumps({name: f.signature for name, f in files.items()})
 
@@ -64,12 +66,12 @@ def main(count: int = 10_000, new: int = 5) -> None:
         start = time.perf_counter()
         scan(landing)
         baseline = time.perf_counter() - start
-        context = dg.build_sensor_context(
+        with dg.build_sensor_context(
             instance=instance, cursor=cursor, resources=defs.resources
-        )
-        start = time.perf_counter()
-        result = feedback_sensor(context)
-        tick = time.perf_counter() - start
+        ) as context:
+            start = time.perf_counter()
+            result = feedback_sensor(context)
+            tick = time.perf_counter() - start
         assert len(result.run_requests) == new, result
         print(f"landing zone: {count:,} files, {new} new; cursor {len(cursor) / 1e3:.0f} kB")  # noqa: T201
         print(f"baseline os.scandir + stat: {baseline * 1000:.0f} ms")  # noqa: T201

@@ -30,14 +30,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-from flywheel_assets.ml.base_model import load_model_and_tokenizer, resolve_base_model  # noqa: E402
-from flywheel_assets.ml.lora_training import cpu_has_native_bf16  # noqa: E402
-from flywheel_assets.ml.scoring import score_severity  # noqa: E402
-from flywheel_assets.serving.client import ReviewClient  # noqa: E402
-from flywheel_assets.serving.rollout import control_client, go_live  # noqa: E402
-from resources.artifact_store import sha256_dir  # noqa: E402
-from resources.triton_repository import TritonModelRepository  # noqa: E402
-from resources.triton_server import TritonServer  # noqa: E402
+from flywheel_core.hashing import sha256_dir  # noqa: E402
+from flywheel_core.ml.base_model import load_model_and_tokenizer, resolve_base_model  # noqa: E402
+from flywheel_core.ml.hardware import cpu_has_native_bf16  # noqa: E402
+from flywheel_core.ml.scoring import score_severity  # noqa: E402
+from resources.triton.client import ReviewClient  # noqa: E402
+from resources.triton.repository import TritonModelRepository  # noqa: E402
+from resources.triton.rollout import control_client, go_live  # noqa: E402
+from resources.triton.server import TritonServer  # noqa: E402
 
 WSU = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "wsu_review_comments"
 CONCURRENCY = (1, 4, 16)

@@ -4,7 +4,7 @@ and the cache hit rate when the same cycle is materialized again.
     PYTHONPATH=. python benchmarks/teacher_cycle_cost.py [home_dir]
 
 The student is the tiny config-built Llama (the teacher's numbers do not depend on it); every
-teacher setting is the default from flywheel_assets/defaults.yaml. Token counts are the stub's
+teacher setting is the default from flywheel_core/defaults.yaml. Token counts are the stub's
 (characters / 4), so they estimate what a real endpoint would bill for the same prompts.
 """
 
@@ -20,7 +20,7 @@ import dagster as dg
 
 from flywheel_assets.definitions import build_definitions
 from flywheel_assets.partitions import cycles
-from tests.openai_stub import ScriptedEndpoint
+from tests.support.openai_stub import ScriptedEndpoint
 
 OVERRIDES = [
     "student.base_model=tiny-llama",

@@ -5,17 +5,13 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from flywheel_assets.assets.feedback import reviewer_feedback
-from flywheel_assets.feedback_batches import (
-    batch_key,
-    batch_row,
-    record_batches,
-    registered_batches,
-    sha256_bytes,
-)
+from flywheel_assets.assets.step01_reviewer_feedback import reviewer_feedback
 from flywheel_assets.partitions import cycles
+from flywheel_core.feedback.batches import batch_key
+from flywheel_core.hashing import sha256_bytes
 from resources.feedback_landing import FeedbackLanding, LandedFile
-from resources.lineage_store import LineageStore
+from resources.lineage.feedback import batch_row
+from resources.lineage.store import LineageStore
 
 MAX_NEW_PER_TICK = 50
 FILE_TAG = "flywheel/feedback_file"
@@ -97,14 +93,14 @@ def feedback_sensor(
     files = feedback_landing.list_files()
     seen = json.loads(context.cursor) if context.cursor else {}
     existing = set(context.instance.get_dynamic_partitions(cycles.name))
-    known = {sha: key for sha, key in registered_batches(store).items() if key in existing}
+    known = {sha: key for sha, key in store.registered_batches().items() if key in existing}
     plan = plan_tick(files, seen, feedback_landing, known)
     cursor = json.dumps(plan.seen, separators=(",", ":"), sort_keys=True)
     if not plan.new:
         context.update_cursor(cursor)
         return dg.SkipReason(_skip_message(files, plan))
-    record_batches(
-        store, [batch_row(k, f, feedback_landing.uri(f.name), sha) for k, f, sha in plan.new]
+    store.record_batches(
+        [batch_row(k, f, feedback_landing.uri(f.name), sha) for k, f, sha in plan.new]
     )
     for key, file, _ in plan.new:
         context.log.info(f"{file.name} -> new cycle {key}")

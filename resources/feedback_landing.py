@@ -9,7 +9,7 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 from pydantic import BaseModel
 
-SUFFIXES = (".jsonl", ".csv")
+from flywheel_core.feedback.batches import SUFFIXES, is_feedback_file
 
 
 class LandedFile(BaseModel):
@@ -23,11 +23,6 @@ class LandedFile(BaseModel):
     @property
     def signature(self) -> str:
         return self.etag or f"{self.size}:{self.mtime:.6f}"
-
-
-def is_feedback_file(name: str) -> bool:
-    base = name.rsplit("/", 1)[-1]
-    return base.lower().endswith(SUFFIXES) and not base.startswith(".")
 
 
 class FeedbackLanding(dg.ConfigurableResource, ABC):

@@ -58,7 +58,7 @@ def flywheel_env(cache_dir: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def teacher_endpoint():
     """A scripted OpenAI-compatible server on loopback, stopped at teardown."""
-    from tests.openai_stub import ScriptedEndpoint
+    from tests.support.openai_stub import ScriptedEndpoint
 
     endpoint = ScriptedEndpoint().start()
     yield endpoint

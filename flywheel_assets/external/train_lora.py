@@ -123,8 +123,8 @@ def run_job(
     """Train as ``job`` says, streaming progress and the result to ``reporter``."""
     import torch
 
-    from flywheel_assets.external.recipe import resolve_config
-    from flywheel_assets.ml.lora_training import set_threads, train_lora
+    from flywheel_core.ml.lora_training import set_threads, train_lora
+    from flywheel_core.ml.recipe import resolve_config
 
     config, examples_path = resolve_config(job, recipe, overrides)
     set_threads(config.num_threads)
@@ -151,7 +151,13 @@ def run_job(
     metrics = train_lora(config, examples, on_step)
     if metrics["resumed_from_step"]:
         reporter.log.info(f"resumed from the checkpoint of step {metrics['resumed_from_step']}")
-    metadata = materialization_metadata(metrics, len(examples))
+    metadata = {
+        **materialization_metadata(metrics, len(examples)),
+        # The hyperparameters as this runner resolved them (recipe < job < overrides).
+        "learning_rate": config.learning_rate,
+        "lora_r": config.lora_r,
+        "batch_size": config.batch_size,
+    }
     reporter.report_asset_materialization(metadata=metadata)
     return metadata
 

@@ -46,7 +46,7 @@ def _check_numpy(python_paths: list[str]) -> None:
         raise RuntimeError(
             f"the Python backend stub imported numpy {np.__version__} from {numpy_dir}, not from "
             f"the deployment's environment {[str(d) for d in site_dirs]}; start tritonserver with "
-            "resources.triton_server.server_env() (the environment's bin dir first on PATH)"
+            "resources.triton.server.server_env() (the environment's bin dir first on PATH)"
         )
 
 
@@ -61,11 +61,11 @@ class TritonPythonModel:
                 sys.path.insert(0, path)
         import torch
 
-        from flywheel_assets.ml.base_model import load_model_and_tokenizer
-        from flywheel_assets.ml.explaining import DEFAULT_MAX_PROMPT_TOKENS, generate_explanations
-        from flywheel_assets.ml.explanation_prompt import DEFAULT_MAX_EXPLANATION_TOKENS
-        from flywheel_assets.ml.scoring import score_severity
-        from resources.artifact_store import sha256_dir
+        from flywheel_core.hashing import sha256_dir
+        from flywheel_core.ml.base_model import load_model_and_tokenizer
+        from flywheel_core.ml.explaining import DEFAULT_MAX_PROMPT_TOKENS, generate_explanations
+        from flywheel_core.ml.explanation_prompt import DEFAULT_MAX_EXPLANATION_TOKENS
+        from flywheel_core.ml.scoring import score_severity
 
         actual = sha256_dir(version_dir / "adapter")
         if actual != deployment["adapter_sha256"]:

@@ -1,0 +1,75 @@
+"""Asset checks: feedback rows are conserved; the gate keeps a worse adapter away from Triton.
+
+A failed blocking `better_than_deployed` check stops `deployed_student` in the same run.
+"""
+
+import dagster as dg
+
+from flywheel_assets.assets.step01_reviewer_feedback import reviewer_feedback
+from flywheel_assets.assets.step07_heldout_evaluation import heldout_evaluation
+from flywheel_assets.partitions import cycles
+from flywheel_core.teaching.gate import judge, recall_table
+from resources.config import FlywheelConfig
+from resources.lineage.store import LineageStore
+
+
+@dg.asset_check(
+    asset=reviewer_feedback,
+    partitions_def=cycles,
+    description="accepted + quarantined = received: validation loses no row",
+)
+def rows_conserved(
+    context: dg.AssetCheckExecutionContext, store: LineageStore
+) -> dg.AssetCheckResult:
+    """Counts the stored rows of the cycle against what the batch file held."""
+    cycle = context.partition_key
+    counts = store.batch_counts(cycle)
+    if counts is None:
+        return dg.AssetCheckResult(passed=False, description=f"cycle {cycle} has no batch record")
+    received, accepted, quarantined = counts
+    return dg.AssetCheckResult(
+        passed=accepted + quarantined == received,
+        metadata={"received": received, "accepted": accepted, "quarantined": quarantined},
+    )
+
+
+@dg.asset_check(
+    asset=heldout_evaluation,
+    name="better_than_deployed",
+    blocking=True,
+    partitions_def=cycles,
+    description="The candidate adapter is not worse than the deployed model on the held-out "
+    "split (accuracy within tolerance, no class collapsing to zero recall); blocks deployment.",
+)
+def better_than_deployed(
+    context: dg.AssetCheckExecutionContext, store: LineageStore, flywheel_config: FlywheelConfig
+) -> dg.AssetCheckResult:
+    cycle = context.partition_key if context.has_partition_key else None
+    if cycle is None:
+        raise dg.Failure("better_than_deployed runs per cycle partition")
+    reports = store.heldout_reports(cycle)
+    if {"incoming", "candidate"} - set(reports):
+        return dg.AssetCheckResult(
+            passed=False, description=f"cycle {cycle} has no held-out comparison to gate on"
+        )
+    incoming, candidate = reports["incoming"], reports["candidate"]
+    verdict = judge(incoming, candidate, flywheel_config.settings().gate)
+    description = (
+        "candidate is not worse than the deployed model"
+        if verdict.passed
+        else "NOT DEPLOYED: " + "; ".join(verdict.reasons)
+    )
+    return dg.AssetCheckResult(
+        passed=verdict.passed,
+        description=description,
+        metadata={
+            "deployed_model": incoming["model_ref"],
+            "candidate_model": candidate["model_ref"],
+            "deployed_accuracy": incoming["accuracy"],
+            "candidate_accuracy": candidate["accuracy"],
+            "accuracy_delta_points": round(100 * verdict.accuracy_delta, 2),
+            "collapsed_classes": ", ".join(verdict.collapsed) or "none",
+            "verdict": "deploy" if verdict.passed else "blocked: " + "; ".join(verdict.reasons),
+            "recall_per_severity": dg.MetadataValue.md(recall_table(incoming, candidate)),
+        },
+    )

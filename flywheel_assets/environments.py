@@ -1,0 +1,117 @@
+"""The resources of each environment, from the variables `definitions.py` read once.
+
+Same resource keys everywhere: `FLYWHEEL_ENV` picks the teacher (`local`: the offline corpus
+teacher; `prod`: an OpenAI-compatible endpoint), `FLYWHEEL_STORAGE` where artifacts and feedback
+files live (`local` | `s3`), `FLYWHEEL_FINETUNE` who trains (`local` PEFT | `nemo-*`), and the
+`FLYWHEEL_TRITON_*` variables the serving ports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import dagster as dg
+from dagster_aws.s3 import S3Resource
+
+from resources.artifacts.local import LocalArtifactStore
+from resources.artifacts.s3 import S3ArtifactStore
+from resources.config import FlywheelConfig
+from resources.feedback_landing import LocalFeedbackLanding, S3FeedbackLanding
+from resources.finetune.launcher import FineTuneLauncher, LocalPeftLauncher
+from resources.finetune.nemo import nemo_launcher
+from resources.lineage.store import LineageStore
+from resources.student import StudentModel
+from resources.teacher.base import CorpusTeacher, Teacher
+from resources.teacher.llm import DEFAULT_MODEL, LLMTeacher
+from resources.triton.repository import TritonModelRepository
+from resources.triton.server import server_from_env
+
+ENVIRONMENTS = ("local", "prod")
+STORAGES = ("local", "s3")
+SECRETS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
+def default_cache_dir(env: Mapping[str, str]) -> Path:
+    return Path(env.get("FLYWHEEL_CACHE", Path.home() / ".cache" / "flywheel")).resolve()
+
+
+def s3_resource(env: Mapping[str, str]) -> S3Resource:
+    """Endpoint and region from plain variables; credentials only through EnvVar."""
+    secrets = {name.lower(): dg.EnvVar(name) for name in SECRETS if name in env}
+    return S3Resource(
+        endpoint_url=env.get("FLYWHEEL_S3_ENDPOINT_URL"),
+        region_name=env.get("AWS_REGION", env.get("AWS_DEFAULT_REGION")),
+        **secrets,
+    )
+
+
+def storage_resources(env: Mapping[str, str], home: Path) -> dict:
+    """`artifacts` and `feedback_landing` for the chosen storage (same keys in both)."""
+    storage = env.get("FLYWHEEL_STORAGE", "local")
+    if storage == "local":
+        return {
+            "artifacts": LocalArtifactStore(root=str(home / "artifacts")),
+            "feedback_landing": LocalFeedbackLanding(directory=str(home / "feedback")),
+        }
+    if storage != "s3":
+        raise ValueError(f"FLYWHEEL_STORAGE={storage!r} is not supported; use one of {STORAGES}")
+    bucket = env.get("FLYWHEEL_S3_BUCKET")
+    if not bucket:
+        raise ValueError("FLYWHEEL_STORAGE=s3 needs FLYWHEEL_S3_BUCKET")
+    prefix = env.get("FLYWHEEL_S3_PREFIX", "flywheel").strip("/")
+    s3 = s3_resource(env)
+    return {
+        "s3": s3,
+        "artifacts": S3ArtifactStore(
+            s3=s3,
+            bucket=bucket,
+            prefix=f"{prefix}/artifacts",
+            cache_dir=str(home / "s3_cache"),
+        ),
+        "feedback_landing": S3FeedbackLanding(s3=s3, bucket=bucket, prefix=f"{prefix}/feedback"),
+    }
+
+
+def teacher_resource(name: str, env: Mapping[str, str], store: LineageStore) -> Teacher:
+    """`local`: the offline corpus teacher. `prod`: an OpenAI-compatible endpoint.
+
+    prod reads OPENAI_BASE_URL and OPENAI_API_KEY through EnvVar (resolved when the run starts,
+    never stored in the definitions) and the model name from OPENAI_MODEL (default gpt-4o); the
+    rest of its behaviour comes from the run's `teacher` settings.
+    """
+    if name == "local":
+        return CorpusTeacher()
+    return LLMTeacher(
+        base_url=dg.EnvVar("OPENAI_BASE_URL"),
+        api_key=dg.EnvVar("OPENAI_API_KEY"),
+        model=env.get("OPENAI_MODEL", DEFAULT_MODEL),
+        store=store,
+    )
+
+
+def finetune_resource(env: Mapping[str, str], home: Path) -> FineTuneLauncher:
+    """FLYWHEEL_FINETUNE: `local` (PEFT subprocess, the default) | `nemo-subprocess` |
+    `nemo-k8s` | `nemo-ecs` (the NeMo LoRA recipe on GPU nodes; see docs/fine-tuning.md)."""
+    kind = env.get("FLYWHEEL_FINETUNE", "local")
+    return LocalPeftLauncher() if kind == "local" else nemo_launcher(kind, env, home)
+
+
+def resources_for(
+    env: Mapping[str, str], home: Path, config: FlywheelConfig
+) -> dict[str, dg.ConfigurableResource]:
+    """Every resource of the environment `env` describes."""
+    name = env.get("FLYWHEEL_ENV", "local")
+    if name not in ENVIRONMENTS:
+        raise ValueError(f"FLYWHEEL_ENV={name!r} is not supported; use one of {ENVIRONMENTS}")
+    store = LineageStore(home=str(home))
+    return {
+        "flywheel_config": config,
+        "store": store,
+        "teacher": teacher_resource(name, env, store),
+        "student": StudentModel(cache_dir=config.cache_dir),
+        "finetune": finetune_resource(env, home),
+        "model_repository": TritonModelRepository(repository_dir=str(home / "triton_repository")),
+        "triton_server": server_from_env(env, home),
+        **storage_resources(env, home),
+    }

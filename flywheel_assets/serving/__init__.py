@@ -1,1 +1,0 @@
-"""Serving the student with Triton: client, rollout / rollback, gate, production configs."""

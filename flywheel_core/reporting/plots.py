@@ -1,0 +1,51 @@
+"""Pictures for the Dagster UI, embedded in markdown metadata as PNG data URIs."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from flywheel_core.severity import SEVERITIES  # noqa: E402
+
+
+def _markdown_png(fig, alt: str) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    encoded = base64.b64encode(buffer.getvalue()).decode()
+    return f"![{alt}](data:image/png;base64,{encoded})"
+
+
+def accuracy_over_cycles(
+    labels: Sequence[str], accuracy: Sequence[float], macro_f1: Sequence[float], baseline: float
+) -> str:
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.plot(labels, accuracy, marker="o", label="accuracy")
+    ax.plot(labels, macro_f1, marker="s", label="macro-F1")
+    ax.axhline(baseline, color="grey", linestyle="--", label="majority class")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("held-out")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    return _markdown_png(fig, "held-out accuracy per cycle")
+
+
+def confusion_heatmap(report: dict, title: str) -> str:
+    matrix = [[report["confusion"][t][p] for p in SEVERITIES] for t in SEVERITIES]
+    fig, ax = plt.subplots(figsize=(4, 3.4))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(4), SEVERITIES, rotation=30)
+    ax.set_yticks(range(4), SEVERITIES)
+    ax.set_xlabel("student's answer")
+    ax.set_ylabel("answer key")
+    ax.set_title(title, fontsize=9)
+    for i, row in enumerate(matrix):
+        for j, value in enumerate(row):
+            ax.text(j, i, str(value), ha="center", va="center", fontsize=8)
+    return _markdown_png(fig, title)

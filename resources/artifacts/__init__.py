@@ -1,0 +1,1 @@
+"""Artifact stores: a local directory (default) or S3, behind one interface."""
