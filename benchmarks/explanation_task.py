@@ -64,7 +64,7 @@ def collect(home: Path) -> pl.DataFrame:
         JOIN cycles c USING (cycle)
         JOIN adapters a USING (cycle)
         LEFT JOIN preference_results p ON p.cycle = r.cycle AND p.baseline = 'base model'
-        WHERE r.role = 'candidate' ORDER BY c.seq
+        WHERE r.role = 'candidate' AND coalesce(r.eval_set, 'seed') = 'seed' ORDER BY c.seq
         """
     )
 

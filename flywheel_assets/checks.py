@@ -9,6 +9,7 @@ from flywheel_assets.assets.step01_reviewer_feedback import reviewer_feedback
 from flywheel_assets.assets.step07_heldout_evaluation import heldout_evaluation
 from flywheel_assets.partitions import cycles
 from flywheel_core.teaching.gate import judge, recall_table
+from flywheel_core.teaching.heldout_sets import SEED_SET
 from resources.config import FlywheelConfig
 from resources.lineage.store import LineageStore
 
@@ -38,8 +39,10 @@ def rows_conserved(
     name="better_than_deployed",
     blocking=True,
     partitions_def=cycles,
-    description="The candidate adapter is not worse than the deployed model on the held-out "
-    "split (accuracy within tolerance, no class collapsing to zero recall); blocks deployment.",
+    description="The candidate adapter is not worse than the serving model: decided on the "
+    "reviewers' held-out feedback once it is large enough (else the seed split), with the seed "
+    "split as a guard; a drop inside the 95% interval is noise, answers concentrated on one "
+    "class or a class collapsing to zero recall block; blocks deployment.",
 )
 def better_than_deployed(
     context: dg.AssetCheckExecutionContext, store: LineageStore, flywheel_config: FlywheelConfig
@@ -47,29 +50,38 @@ def better_than_deployed(
     cycle = context.partition_key if context.has_partition_key else None
     if cycle is None:
         raise dg.Failure("better_than_deployed runs per cycle partition")
-    reports = store.heldout_reports(cycle)
-    if {"incoming", "candidate"} - set(reports):
+    comparisons = store.heldout_comparisons(cycle)
+    if SEED_SET not in comparisons:
         return dg.AssetCheckResult(
             passed=False, description=f"cycle {cycle} has no held-out comparison to gate on"
         )
-    incoming, candidate = reports["incoming"], reports["candidate"]
-    verdict = judge(incoming, candidate, flywheel_config.settings().gate)
+    settings = flywheel_config.settings().gate
+    verdict = judge(comparisons, settings)
+    decided = comparisons[verdict.decision_set]
+    tolerance = f"tolerance: the 95% interval + {settings.max_accuracy_drop:.1%}"
     description = (
-        "candidate is not worse than the deployed model"
+        f"deploy: not worse on {verdict.decision_set} ({tolerance}). "
         if verdict.passed
-        else "NOT DEPLOYED: " + "; ".join(verdict.reasons)
-    )
+        else "NOT DEPLOYED: " + "; ".join(verdict.reasons) + ". "
+    ) + " | ".join(verdict.summary)
     return dg.AssetCheckResult(
         passed=verdict.passed,
         description=description,
         metadata={
-            "deployed_model": incoming["model_ref"],
-            "candidate_model": candidate["model_ref"],
-            "deployed_accuracy": incoming["accuracy"],
-            "candidate_accuracy": candidate["accuracy"],
+            "decision_set": verdict.decision_set,
+            "decision_set_items": decided["candidate"]["n"],
+            "deployed_model": decided["incoming"]["model_ref"],
+            "candidate_model": decided["candidate"]["model_ref"],
+            "deployed_accuracy": decided["incoming"]["accuracy"],
+            "candidate_accuracy": decided["candidate"]["accuracy"],
             "accuracy_delta_points": round(100 * verdict.accuracy_delta, 2),
+            "delta_interval_points": f"{100 * decided['delta_low']:+.1f}.."
+            f"{100 * decided['delta_high']:+.1f}",
+            "tolerance": tolerance,
             "collapsed_classes": ", ".join(verdict.collapsed) or "none",
+            "concentrated_answers": dg.MetadataValue.json(verdict.concentrated),
             "verdict": "deploy" if verdict.passed else "blocked: " + "; ".join(verdict.reasons),
-            "recall_per_severity": dg.MetadataValue.md(recall_table(incoming, candidate)),
+            "sets_judged": dg.MetadataValue.md("\n".join(f"- {line}" for line in verdict.summary)),
+            "recall_per_severity": dg.MetadataValue.md(recall_table(decided)),
         },
     )

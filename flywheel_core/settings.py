@@ -58,12 +58,21 @@ class LoraSettings(_Section):
     patience: int = Field(3, ge=1)  # evaluations without improvement before stopping
     validation_fraction: float = Field(0.1, ge=0.0, lt=1.0)  # held back by content hash
     explanation_weight: float = Field(0.5, ge=0.0)  # the explanation task; 0 = severity only
+    # Share of every batch drawn from earlier cycles' examples when the curriculum marks this
+    # cycle's new ones (the rest of the batch: new examples); 0 = new examples only.
+    replay_share: float = Field(0.5, ge=0.0, lt=1.0)
     explanation_batch_size: int = Field(2, ge=1)
     max_explanation_tokens: int = Field(96, ge=8)
 
 
 class TrainingSettings(LoraSettings):
+    # Steps per cycle follow the new data (flywheel_core/teaching/step_budget.py): enough for
+    # `new_data_passes` passes over the cycle's new examples when `replay_share` of every batch
+    # comes from earlier cycles' examples, at least `steps_per_cycle`, at most
+    # `max_steps_per_cycle`.
     steps_per_cycle: int = Field(80, ge=1)
+    new_data_passes: float = Field(2.0, gt=0.0)
+    max_steps_per_cycle: int = Field(320, ge=1)
     # Stopping rule (see flywheel_core/teaching/stopping.py); null disables a rule.
     plateau_cycles: int | None = Field(3, ge=1)
     plateau_min_gain: float = Field(0.02, ge=0.0)  # held-out accuracy (0.02 = 2 points)
@@ -76,7 +85,12 @@ class TrainingSettings(LoraSettings):
 
 
 class HeldoutSettings(_Section):
-    max_items: int | None = Field(None, ge=4)
+    """What `heldout_evaluation` scores: the seed split, the reviewers' held-out feedback and any
+    registered JSONL set ({name: path}, rows with code, review, severity)."""
+
+    max_items: int | None = Field(None, ge=4)  # cap on the seed split (quick runs)
+    confidence: float = Field(0.95, gt=0.5, lt=1.0)  # level of every reported interval
+    extra_sets: dict[str, str] = Field(default_factory=dict)
 
 
 class JudgeSettings(_Section):
@@ -91,8 +105,14 @@ class JudgeSettings(_Section):
 class GateSettings(_Section):
     """Deployment gate: the candidate adapter vs. the deployed model on the held-out split."""
 
-    max_accuracy_drop: float = Field(0.0, ge=0.0, le=1.0)
+    max_accuracy_drop: float = Field(0.0, ge=0.0, le=1.0)  # beyond the paired interval
     block_recall_collapse: bool = True
+    # The decision moves from the seed split to the reviewers' held-out feedback once it holds
+    # this many items; the seed split stays as a guard.
+    min_reviewer_items: int = Field(100, ge=1)
+    # Blocks a candidate whose share of answers for one class exceeds that class's share of a
+    # set by more than this (answering one label everywhere to buy accuracy).
+    max_answer_excess: float = Field(0.35, gt=0.0, le=1.0)
 
 
 class PriceSettings(_Section):
@@ -124,6 +144,9 @@ class TeacherSettings(_Section):
 
 class FeedbackSettings(_Section):
     max_code_bytes: int = Field(64 * 1024, ge=1)
+    # Share of every accepted batch kept out of training (by content hash) for the reviewers'
+    # held-out set; 0 = train on everything (the gate then decides on the seed split).
+    heldout_share: float = Field(0.15, ge=0.0, lt=1.0)
 
 
 class FlywheelSettings(_Section):

@@ -25,6 +25,7 @@ TINY_OVERRIDES = [
     "exam.num_questions=16",
     "curriculum.new_examples_per_cycle=24",
     "training.steps_per_cycle=6",
+    "training.max_steps_per_cycle=6",
     "training.batch_size=4",
     "training.layers_to_train=null",
     "heldout.max_items=24",
@@ -34,6 +35,7 @@ TINY_OVERRIDES = [
     # A random tiny model's held-out accuracy is noise: the gate has its own tests.
     "gate.max_accuracy_drop=1.0",
     "gate.block_recall_collapse=false",
+    "gate.max_answer_excess=1.0",
 ]
 
 

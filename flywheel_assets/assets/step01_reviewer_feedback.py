@@ -4,6 +4,7 @@ import dagster as dg
 import polars as pl
 
 from flywheel_assets.partitions import cycles
+from flywheel_core.feedback.holdout import is_held_out
 from flywheel_core.feedback.validation import Rules, ValidatedBatch, validate_batch
 from flywheel_core.hashing import sha256_bytes
 from resources.config import FlywheelConfig
@@ -11,7 +12,7 @@ from resources.feedback_landing import FeedbackLanding
 from resources.lineage.feedback import batch_row
 from resources.lineage.store import LineageStore
 
-VERSION = "2"
+VERSION = "3"
 
 
 def read_batch(
@@ -35,7 +36,9 @@ def read_batch(
     return record, data
 
 
-def accepted_frame(cycle: str, uri: str | None, batch: ValidatedBatch) -> pl.DataFrame:
+def accepted_frame(
+    cycle: str, uri: str | None, batch: ValidatedBatch, heldout_share: float
+) -> pl.DataFrame:
     rows = [
         {
             "cycle": cycle,
@@ -48,6 +51,7 @@ def accepted_frame(cycle: str, uri: str | None, batch: ValidatedBatch) -> pl.Dat
             "author": row.get("author"),
             "content_sha256": row["content_sha256"],
             "source_file": uri,
+            "heldout": is_held_out(row["content_sha256"], heldout_share),
             "asset_version": VERSION,
         }
         for row in batch.accepted
@@ -85,12 +89,11 @@ def reviewer_feedback(
     seq = store.register_cycle(cycle)
     record, data = read_batch(cycle, store, feedback_landing)
     uri = record["uri"]
-    rules = Rules(
-        max_code_bytes=flywheel_config.settings().feedback.max_code_bytes,
-        known_hashes=store.earlier_hashes(cycle),
-    )
+    settings = flywheel_config.settings().feedback
+    rules = Rules(max_code_bytes=settings.max_code_bytes, known_hashes=store.earlier_hashes(cycle))
     batch = validate_batch(data, record["file_name"], rules) if data else ValidatedBatch()
-    store.replace_rows("feedback", accepted_frame(cycle, uri, batch), cycle=cycle)
+    accepted = accepted_frame(cycle, uri, batch, settings.heldout_share)
+    store.replace_rows("feedback", accepted, cycle=cycle)
     store.replace_rows("feedback_quarantine", quarantine_frame(cycle, uri, batch), cycle=cycle)
     counts = {
         "received": batch.received,
@@ -111,5 +114,8 @@ def reviewer_feedback(
             "batch_file": uri or "none (bootstrap / seed-only cycle)",
             "batch_sha256": record["sha256"] or "none",
             **counts,
+            # accepted rows kept out of training for the reviewers' held-out set
+            "held_out_for_evaluation": int(accepted["heldout"].sum()) if accepted.height else 0,
+            "heldout_share": settings.heldout_share,
         }
     )

@@ -23,6 +23,7 @@ from flywheel_core.ml.finetune_job import FineTuneJob, checkpoint_dir, job_finge
 from flywheel_core.ml.student import Student
 from flywheel_core.prompts import prompt_sha256
 from flywheel_core.settings import TrainingSettings
+from flywheel_core.teaching.step_budget import steps_for_cycle
 from flywheel_core.teaching.stopping import StopDecision, decide
 from resources.artifacts.base import ArtifactStore
 from resources.config import FlywheelConfig
@@ -30,18 +31,19 @@ from resources.finetune.launcher import FineTuneLauncher
 from resources.lineage.store import LineageStore
 from resources.student import StudentModel
 
-VERSION = "3"
+VERSION = "4"
 # The prompts training examples are rendered with (severity task, explanation task).
 TRAINING_PROMPTS = ("severity_rating", "explain_severity")
 
 
-def write_examples(store: LineageStore, cycle: str, path: Path) -> int:
+def write_examples(store: LineageStore, cycle: str, path: Path) -> tuple[int, int]:
+    """Write the curriculum as the training file; (examples, of them new this cycle)."""
     frame = store.curriculum_examples(cycle)
     if frame.is_empty():
         raise dg.Failure(f"cycle {cycle} has no curriculum: materialize `curriculum` first")
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.write_ndjson(path)
-    return frame.height
+    return frame.height, int(frame["new"].sum())
 
 
 def build_job(
@@ -65,10 +67,12 @@ def build_job(
     )
 
 
-def stop_decision(store: LineageStore, cycle: str, training: TrainingSettings) -> StopDecision:
+def stop_decision(
+    store: LineageStore, cycle: str, training: TrainingSettings, steps: int
+) -> StopDecision:
     return decide(
         store.training_history(cycle),
-        training.steps_per_cycle,
+        steps,
         training.plateau_cycles,
         training.plateau_min_gain,
         training.max_total_steps,
@@ -158,8 +162,9 @@ def lora_adapter(
     runner = student.runner(settings.student)
     work = Path(store.home) / "work" / cycle
     shutil.rmtree(work / "adapter", ignore_errors=True)
-    size = write_examples(store, cycle, work / "curriculum.jsonl")
-    decision = stop_decision(store, cycle, settings.training)
+    size, new = write_examples(store, cycle, work / "curriculum.jsonl")
+    steps, steps_reason = steps_for_cycle(new, size - new, settings.training)
+    decision = stop_decision(store, cycle, settings.training, steps)
     if decision.reason is not None:
         return reuse_previous(context, store, runner, decision, size)
     previous = store.previous_adapter(cycle)
@@ -169,8 +174,9 @@ def lora_adapter(
     job = job.model_copy(
         update={"checkpoint_dir": str(checkpoint_dir(work, job_fingerprint(job, data_version)))}
     )
+    context.log.info(f"steps this cycle: {steps_reason}")
     context.log.info(
-        f"fine-tuning on {size} examples for {job.max_steps} steps, warm start: "
+        f"fine-tuning on {size} examples ({new} new) for {job.max_steps} steps, warm start: "
         f"{previous['adapter_sha256'][:12] if previous else 'none (fresh LoRA)'}"
     )
     reported = finetune.launch(context, job)
@@ -198,6 +204,9 @@ def lora_adapter(
             "warm_start_adapter_sha256": row["init_adapter_sha256"] or "none",
             "warm_start_from_cycle": previous["cycle"] if previous else "none",
             "curriculum_size": size,
+            "new_examples": new,
+            "replay_share": job.replay_share,
+            "steps_rule": steps_reason,
         }
     )
 

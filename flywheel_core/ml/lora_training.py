@@ -11,6 +11,11 @@ completion tokens carry loss. Each example's mean token loss is multiplied by it
 the batch loss is the weighted mean ``sum(w_i * l_i) / sum(w_i)``, so a weight-0 example is
 exactly like an absent one (no loss, no gradient).
 
+Replay: when the examples mark the cycle's new ones (``new``), every batch holds
+``new_per_batch(batch_size, replay_share)`` new examples and fills the rest from the earlier ones,
+so a cycle learns its new data without forgetting the old (``teaching/step_budget.py`` sizes the
+run); examples without the mark train in plain length-bucketed batches.
+
 Cost levers (see the measurements in the module's report):
 - length-bucketed batches: examples are shuffled, sorted by length within large chunks and cut
   into batches, so right padding wastes little;
@@ -68,6 +73,7 @@ from flywheel_core.ml.severity_prompt import (
     label_first_token_ids,
 )
 from flywheel_core.settings import LoraSettings
+from flywheel_core.teaching.step_budget import new_per_batch
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +114,7 @@ class Encoded(BaseModel):
     weight: float
     label: int  # index of the severity in SEVERITIES
     task: Literal["severity", "explanation"] = "severity"
+    new: bool = False  # added by the cycle being trained (batches mix new and replayed ones)
 
 
 def _weight_of(ex: dict[str, Any]) -> float:
@@ -161,6 +168,7 @@ def encode_examples(
                 prompt_len=len(prompt),
                 weight=weight,
                 label=SEVERITIES.index(ex["severity"]),
+                new=bool(ex.get("new", False)),
             )
         )
     return encoded
@@ -182,6 +190,31 @@ def length_bucketed_batches(
             batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
         rng.shuffle(batches)
         yield from batches
+
+
+def _shuffled_forever(indices: Sequence[int], rng: random.Random) -> Iterator[int]:
+    while True:
+        order = list(indices)
+        rng.shuffle(order)
+        yield from order
+
+
+def replay_mixed_batches(
+    data: Sequence[Encoded], batch_size: int, replay_share: float, rng: random.Random
+) -> Iterator[list[int]]:
+    """Batches of ``new_per_batch`` new examples + earlier ones (replay), each stream reshuffled
+    every pass; plain length-bucketed batches when the data is not split into new and earlier."""
+    new = [i for i, ex in enumerate(data) if ex.new]
+    old = [i for i, ex in enumerate(data) if not ex.new]
+    if not new or not old:
+        yield from length_bucketed_batches([len(ex.ids) for ex in data], batch_size, rng)
+        return
+    k_new = new_per_batch(batch_size, replay_share)
+    new_stream, old_stream = _shuffled_forever(new, rng), _shuffled_forever(old, rng)
+    while True:
+        batch = [next(new_stream) for _ in range(k_new)]
+        batch += [next(old_stream) for _ in range(batch_size - k_new)]
+        yield sorted(batch, key=lambda i: len(data[i].ids))
 
 
 def _device_of(model: torch.nn.Module) -> torch.device:
@@ -445,8 +478,8 @@ class _Trainer:
 
     def run(self, on_step: Callable[[int, float], None] | None) -> LoopState:
         config, state = self.config, self.state
-        batches = length_bucketed_batches(
-            [len(ex.ids) for ex in self.train_data], config.batch_size, random.Random(config.seed)
+        batches = replay_mixed_batches(
+            self.train_data, config.batch_size, config.replay_share, random.Random(config.seed)
         )
         for _ in range(state.step):  # the stream position of a resumed run
             next(batches)

@@ -49,3 +49,28 @@ def confusion_heatmap(report: dict, title: str) -> str:
         for j, value in enumerate(row):
             ax.text(j, i, str(value), ha="center", va="center", fontsize=8)
     return _markdown_png(fig, title)
+
+
+def accuracy_per_set(series: dict[str, dict]) -> str:
+    """Candidate accuracy over cycles on each evaluation set, with 95% intervals and the set's
+    majority-class share; ``series[name]`` holds cycles, accuracy, low, high, majority lists."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    for name, s in series.items():
+        lower = [a - lo for a, lo in zip(s["accuracy"], s["low"], strict=True)]
+        upper = [hi - a for a, hi in zip(s["accuracy"], s["high"], strict=True)]
+        line = ax.errorbar(
+            s["cycles"], s["accuracy"], yerr=[lower, upper], marker="o", capsize=3, label=name
+        )
+        ax.plot(
+            s["cycles"],
+            s["majority"],
+            linestyle="--",
+            color=line[0].get_color(),
+            alpha=0.5,
+            label=f"{name}: majority class",
+        )
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("candidate accuracy")
+    ax.legend(loc="upper left", fontsize=7, bbox_to_anchor=(1.01, 1.0))
+    ax.grid(alpha=0.3)
+    return _markdown_png(fig, "held-out accuracy per evaluation set")

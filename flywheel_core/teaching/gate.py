@@ -1,9 +1,15 @@
-"""The deployment gate's decision: is a candidate adapter worse than the deployed model?
+"""The deployment gate's decision: is a candidate adapter worse than the model serving now?
 
-It compares two held-out reports - `incoming` (the deployed model; the base model in the first
-cycle) and `candidate` (the new adapter), scored on the same fixed held-out split - and fails
-when the candidate's accuracy drops by more than the configured tolerance, or a class the
-deployed model recalled drops to zero recall.
+Inputs are the held-out comparisons of `heldout_sets.compare_on_set`, one per evaluation set.
+The decision rests on the reviewers' held-out feedback once it holds ``min_reviewer_items``
+items (what the team cares about), otherwise on the seed split; the seed split then guards
+against collapse. A set blocks the candidate when:
+
+- its accuracy drops beyond the noise: the upper end of the paired 95% interval of the
+  difference lies below ``-max_accuracy_drop`` (a drop inside the interval is not a regression);
+- its answers concentrate on one class far beyond that class's share of the set
+  (``max_answer_excess``), unless the serving model's answers already did;
+- (decision set only) a class the serving model recalled drops to zero recall.
 """
 
 from __future__ import annotations
@@ -13,68 +19,113 @@ from dataclasses import dataclass, field
 from flywheel_core.reporting.markdown import table
 from flywheel_core.settings import GateSettings
 from flywheel_core.severity import SEVERITIES
+from flywheel_core.teaching.heldout_sets import REVIEWERS_SET, SEED_SET, concentrated_classes
+
+# A serving model that gives one answer to (nearly) everything - the base model answering
+# "critical" - recalls that class by default, not by skill: it has no class to lose.
+DEGENERATE_SHARE = 0.9
 
 
 @dataclass
 class GateVerdict:
     passed: bool
+    decision_set: str
     reasons: list[str] = field(default_factory=list)
-    accuracy_delta: float = 0.0
-    collapsed: list[str] = field(default_factory=list)
+    summary: list[str] = field(default_factory=list)  # one line per set: the numbers judged
+    accuracy_delta: float = 0.0  # on the decision set
+    collapsed: list[str] = field(default_factory=list)  # zero-recall classes (decision set)
+    concentrated: dict[str, list[str]] = field(default_factory=dict)  # set -> classes
 
 
-DEGENERATE_SHARE = 0.9
-
-
-def answer_shares(per_class: dict) -> dict[str, float]:
-    """Share of all answers that went to each severity (from precision, recall and support)."""
-    answered = {}
-    for c in SEVERITIES:
-        v = per_class[c]
-        hits = v["recall"] * v["support"]
-        answered[c] = hits / v["precision"] if v["precision"] else 0.0
-    total = sum(v["support"] for v in per_class.values()) or 1
-    return {c: n / total for c, n in answered.items()}
+def decision_set(comparisons: dict[str, dict], settings: GateSettings) -> str:
+    reviewers = comparisons.get(REVIEWERS_SET)
+    if reviewers and reviewers["candidate"]["n"] >= settings.min_reviewer_items:
+        return REVIEWERS_SET
+    return SEED_SET
 
 
 def collapsed_classes(incoming: dict, candidate: dict) -> list[str]:
-    """Classes with support that the deployed model recalled and the candidate never finds.
-
-    A deployed model that gives one answer to (nearly) everything - the base model answering
-    "critical" - recalls that class by default, not by skill: it has no class to lose.
-    """
-    if max(answer_shares(incoming).values()) >= DEGENERATE_SHARE:
+    """Classes with support that the serving model recalled and the candidate never finds."""
+    if max(incoming["answers"].values()) >= DEGENERATE_SHARE:
         return []
     return [
         c
         for c in SEVERITIES
-        if candidate[c]["support"] and incoming[c]["recall"] > 0 and candidate[c]["recall"] == 0
+        if candidate["per_class"][c]["support"]
+        and incoming["per_class"][c]["recall"] > 0
+        and candidate["per_class"][c]["recall"] == 0
     ]
 
 
-def judge(incoming: dict, candidate: dict, settings: GateSettings) -> GateVerdict:
-    """Compare two held-out reports (`accuracy`, `per_class`) under the gate's settings."""
-    delta = candidate["accuracy"] - incoming["accuracy"]
-    reasons = []
-    if delta < -settings.max_accuracy_drop - 1e-12:
-        reasons.append(
-            f"held-out accuracy drops {incoming['accuracy']:.1%} -> {candidate['accuracy']:.1%} "
-            f"(tolerance {settings.max_accuracy_drop:.1%})"
+def describe(name: str, comparison: dict) -> str:
+    inc, cand = comparison["incoming"], comparison["candidate"]
+    return (
+        f"{name} ({cand['n']} items): accuracy {inc['accuracy']:.1%} -> {cand['accuracy']:.1%} "
+        f"({100 * comparison['delta']:+.1f} points, 95% interval "
+        f"{100 * comparison['delta_low']:+.1f}..{100 * comparison['delta_high']:+.1f}), "
+        f"macro-F1 {inc['macro_f1']:.3f} -> {cand['macro_f1']:.3f}, "
+        f"majority class {cand['majority']:.1%}"
+    )
+
+
+def judge(comparisons: dict[str, dict], settings: GateSettings) -> GateVerdict:
+    """Decide on the comparisons of the sets the gate reads (others are reported only)."""
+    if SEED_SET not in comparisons:
+        raise ValueError("the gate needs the seed held-out split's comparison")
+    deciding = decision_set(comparisons, settings)
+    judged = [deciding] + [s for s in (SEED_SET,) if s != deciding]
+    verdict = GateVerdict(
+        passed=True, decision_set=deciding, accuracy_delta=comparisons[deciding]["delta"]
+    )
+    for name in judged:
+        comparison = comparisons[name]
+        verdict.summary.append(describe(name, comparison))
+        if comparison["delta_high"] < -settings.max_accuracy_drop - 1e-12:
+            verdict.reasons.append(
+                f"{name} accuracy drops beyond the noise: {describe(name, comparison)} "
+                f"(tolerance {settings.max_accuracy_drop:.1%} beyond the interval)"
+            )
+        concentrated = concentrated_classes(comparison["candidate"], settings.max_answer_excess)
+        already = concentrated_classes(comparison["incoming"], settings.max_answer_excess)
+        if concentrated and not already:
+            verdict.concentrated[name] = concentrated
+            shown = ", ".join(
+                f"{c} {comparison['candidate']['answers'][c]:.0%} of answers vs "
+                f"{comparison['candidate']['class_shares'][c]:.0%} of the set"
+                for c in concentrated
+            )
+            verdict.reasons.append(f"{name}: answers concentrate on one class ({shown})")
+    decided = comparisons[deciding]
+    verdict.collapsed = collapsed_classes(decided["incoming"], decided["candidate"])
+    if verdict.collapsed and settings.block_recall_collapse:
+        verdict.reasons.append(
+            f"{deciding}: recall collapses to 0 for: {', '.join(verdict.collapsed)}"
         )
-    collapsed = collapsed_classes(incoming["per_class"], candidate["per_class"])
-    if collapsed and settings.block_recall_collapse:
-        reasons.append(f"recall collapses to 0 for: {', '.join(collapsed)}")
-    return GateVerdict(not reasons, reasons, delta, collapsed)
+    verdict.passed = not verdict.reasons
+    return verdict
 
 
-def recall_table(incoming: dict, candidate: dict) -> str:
+def recall_table(comparison: dict) -> str:
+    inc, cand = comparison["incoming"], comparison["candidate"]
     rows = [
         (
             c,
-            candidate["per_class"][c]["support"],
-            f"{incoming['per_class'][c]['recall']:.2f}",
-            f"{candidate['per_class'][c]['recall']:.2f}",
+            cand["per_class"][c]["support"],
+            f"{inc['per_class'][c]['recall']:.2f}",
+            f"{cand['per_class'][c]['recall']:.2f}",
+            f"{inc['answers'][c]:.0%}",
+            f"{cand['answers'][c]:.0%}",
         )
         for c in SEVERITIES
     ]
-    return table(["severity", "support", "deployed recall", "candidate recall"], rows)
+    return table(
+        [
+            "severity",
+            "support",
+            "serving recall",
+            "candidate recall",
+            "serving answers",
+            "candidate answers",
+        ],
+        rows,
+    )

@@ -31,7 +31,8 @@ class CycleQueries:
 
     # -- the data ----------------------------------------------------------------------------
     def training_pool(self, cycle: str) -> pl.DataFrame:
-        """The teacher's data source: the seed corpus's train split + feedback up to this cycle."""
+        """The teacher's data source: the seed corpus's train split + feedback up to this cycle
+        (without the feedback rows held out for the reviewers' evaluation set)."""
         return self.query(
             """
             SELECT item_id, source, code, review, severity, NULL AS explanation,
@@ -43,6 +44,7 @@ class CycleQueries:
                    NULL AS good_code, NULL AS details
             FROM feedback f JOIN cycles c ON c.cycle = f.cycle
             WHERE c.seq <= (SELECT seq FROM cycles WHERE cycle = ?)
+              AND NOT coalesce(f.heldout, false)
             ORDER BY item_id
             """,
             [cycle],
@@ -58,6 +60,19 @@ class CycleQueries:
             "WHERE split = 'heldout' ORDER BY item_id"
         )
         return frame if max_items is None else frame.head(max_items)
+
+    def reviewer_heldout_items(self, cycle: str) -> pl.DataFrame:
+        """The reviewers' held-out set at this cycle: every accepted feedback row held out of
+        training in this cycle's batch or an earlier one."""
+        return self.query(
+            """
+            SELECT f.item_id, 'feedback' AS source, f.code, f.review, f.severity
+            FROM feedback f JOIN cycles c ON c.cycle = f.cycle
+            WHERE c.seq <= (SELECT seq FROM cycles WHERE cycle = ?) AND f.heldout
+            ORDER BY f.item_id
+            """,
+            [cycle],
+        )
 
     def seed_train_examples(self) -> pl.DataFrame:
         """The seed corpus's train split as uniform-weight training rows (the flat baseline)."""
@@ -103,7 +118,8 @@ class CycleQueries:
         return prev, frame
 
     def new_curriculum_rows(self, cycle: str) -> pl.DataFrame:
-        """This cycle's additions: teacher examples and accepted reviewer feedback."""
+        """This cycle's additions: teacher examples and accepted reviewer feedback (minus the
+        rows held out for evaluation)."""
         return self.query(
             """
             SELECT item_id, 'teacher' AS origin, cycle AS added_in_cycle, code, review, severity,
@@ -112,16 +128,17 @@ class CycleQueries:
             UNION ALL
             SELECT item_id, 'feedback' AS origin, cycle AS added_in_cycle, code, review, severity,
                    explanation, CASE WHEN explanation IS NULL THEN NULL ELSE 'reviewer' END
-            FROM feedback WHERE cycle = ?
+            FROM feedback WHERE cycle = ? AND NOT coalesce(heldout, false)
             """,
             [cycle, cycle],
         )
 
     def curriculum_examples(self, cycle: str) -> pl.DataFrame:
-        """The cycle's curriculum as training rows (the fine-tune's input file)."""
+        """The cycle's curriculum as training rows (the fine-tune's input file); ``new`` marks
+        the examples this cycle added (the trainer mixes them with replayed earlier ones)."""
         return self.query(
-            "SELECT code, review, severity, weight, explanation FROM curricula WHERE cycle = ? "
-            "ORDER BY example_id",
+            "SELECT code, review, severity, weight, explanation, added_in_cycle = cycle AS new "
+            "FROM curricula WHERE cycle = ? ORDER BY example_id",
             [cycle],
         )
 
@@ -181,7 +198,9 @@ class CycleQueries:
             """
             SELECT r.role, r.accuracy FROM heldout_results r
             JOIN cycles c USING (cycle) JOIN adapters a USING (cycle)
-            WHERE c.seq < ? AND a.finetune_skipped_reason IS NULL ORDER BY c.seq
+            WHERE c.seq < ? AND a.finetune_skipped_reason IS NULL
+              AND coalesce(r.decides, coalesce(r.eval_set, 'seed') = 'seed')
+            ORDER BY c.seq
             """,
             [seq],
         )
@@ -201,27 +220,41 @@ class CycleQueries:
             [model_ref],
         )
 
-    def heldout_reports(self, cycle: str) -> dict[str, dict]:
-        """role (incoming | candidate) -> the cycle's held-out result, `per_class` decoded."""
+    def heldout_comparisons(self, cycle: str) -> dict[str, dict]:
+        """eval_set -> the cycle's comparison on it: {"incoming": score, "candidate": score,
+        "delta", "delta_low", "delta_high"} (scores with `per_class`, `answers` and
+        `class_shares` decoded), as `heldout_sets.compare_on_set` built it."""
         rows = self.query(
-            "SELECT role, model_ref, accuracy, per_class FROM heldout_results WHERE cycle = ?",
+            "SELECT * EXCLUDE (eval_set), coalesce(eval_set, 'seed') AS eval_set "
+            "FROM heldout_results WHERE cycle = ?",
             [cycle],
         )
-        return {
-            row["role"]: {**row, "per_class": json.loads(row["per_class"])}
-            for row in rows.iter_rows(named=True)
-        }
+        comparisons: dict[str, dict] = {}
+        for row in rows.iter_rows(named=True):
+            score = {
+                **row,
+                "n": row["items"],
+                "per_class": json.loads(row["per_class"]),
+                **{k: json.loads(row[k] or "{}") for k in ("answers", "class_shares")},
+            }
+            entry = comparisons.setdefault(row["eval_set"], {})
+            entry[row["role"]] = score
+            if row["role"] == "candidate":
+                entry.update({k: row[k] for k in ("delta", "delta_low", "delta_high")})
+        return comparisons
 
-    def heldout_history(self, cycle: str | None = None) -> pl.DataFrame:
-        """Held-out results of every cycle up to ``cycle`` (all when None), in cycle order."""
-        where = "WHERE c.seq <= (SELECT seq FROM cycles WHERE cycle = ?)" if cycle else ""
+    def heldout_history(self, cycle: str | None = None, eval_set: str = "seed") -> pl.DataFrame:
+        """Held-out results on one evaluation set of every cycle up to ``cycle`` (all when
+        None), in cycle order."""
+        where = "AND c.seq <= (SELECT seq FROM cycles WHERE cycle = ?)" if cycle else ""
         return self.query(
             f"""
-            SELECT r.cycle, r.role, r.model_ref, r.items, r.accuracy, r.macro_f1
+            SELECT r.cycle, r.role, r.model_ref, r.items, r.accuracy, r.macro_f1,
+                   r.accuracy_low, r.accuracy_high, r.majority
             FROM heldout_results r JOIN cycles c ON c.cycle = r.cycle
-            {where} ORDER BY c.seq, r.role DESC
+            WHERE coalesce(r.eval_set, 'seed') = ? {where} ORDER BY c.seq, r.role DESC
             """,
-            [cycle] if cycle else [],
+            [eval_set, cycle] if cycle else [eval_set],
         )
 
     # -- explanations ----------------------------------------------------------------------------

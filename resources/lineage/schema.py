@@ -115,6 +115,25 @@ ADDED_COLUMNS: dict[str, list[str]] = {
     "curricula": ["explanation VARCHAR", "explanation_source VARCHAR"],
     # decoding: how the explanation was generated (part of the explanations cache key).
     "explanations": ["decoding VARCHAR"],
+    # heldout: kept out of training for the reviewers' held-out set (by content hash).
+    "feedback": ["heldout BOOLEAN"],
+    # One row per cycle, evaluation set and role: the set, 95% intervals, the set's majority
+    # class share, answer and class shares (JSON), the paired difference candidate - incoming
+    # (candidate rows) and whether the gate decided on this set.
+    "heldout_results": [
+        "eval_set VARCHAR",
+        "accuracy_low DOUBLE",
+        "accuracy_high DOUBLE",
+        "macro_f1_low DOUBLE",
+        "macro_f1_high DOUBLE",
+        "majority DOUBLE",
+        "answers VARCHAR",
+        "class_shares VARCHAR",
+        "delta DOUBLE",
+        "delta_low DOUBLE",
+        "delta_high DOUBLE",
+        "decides BOOLEAN",
+    ],
 }
 
 

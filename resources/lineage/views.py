@@ -45,6 +45,7 @@ VIEWS: dict[str, str] = {
         LEFT JOIN evaluations ev ON ev.cycle = a.cycle
         LEFT JOIN cu ON cu.cycle = a.curriculum_cycle
         LEFT JOIN heldout_results h ON h.cycle = a.cycle AND h.role = 'candidate'
+            AND coalesce(h.eval_set, 'seed') = 'seed'
         LEFT JOIN deployments d ON d.cycle = a.cycle AND d.adapter_sha256 = a.adapter_sha256
             AND coalesce(d.action, 'deploy') = 'deploy'
     """,
