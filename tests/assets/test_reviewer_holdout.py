@@ -35,10 +35,15 @@ def batch(rows: int) -> bytes:
 def fed(tmp_path_factory, cache_dir):
     home = tmp_path_factory.mktemp("holdout-home")
     drop(home / "feedback", "team-1.jsonl", batch(60))
+    registered = home / "team-eval.jsonl"
+    registered.write_bytes(batch(70).split(b"\n", 60)[-1])  # 10 rows never fed
     env = {"FLYWHEEL_ENV": "local", "FLYWHEEL_CACHE": str(cache_dir)}
-    defs, instance = run_cycles(
-        home, env, ["bootstrap", "team-1"], [*TINY_OVERRIDES, "feedback.heldout_share=0.25"]
-    )
+    overrides = [
+        *TINY_OVERRIDES,
+        "feedback.heldout_share=0.25",
+        f"heldout.extra_sets={{team-eval: {registered}}}",
+    ]
+    defs, instance = run_cycles(home, env, ["bootstrap", "team-1"], overrides)
     return home, defs.resources["store"], instance
 
 
@@ -81,8 +86,11 @@ def test_held_out_rows_are_the_reviewers_evaluation_set(fed):
     intake = latest_metadata(instance, "reviewer_feedback", "team-1")
     assert intake["held_out_for_evaluation"] == held
     assert intake["accepted"] + intake["quarantined"] == intake["received"] == 60
-    # The bootstrap cycle had no feedback: only the seed split was scored.
+    # A registered set is scored every cycle (reported, not gated).
+    team = results.filter(pl.col("eval_set") == "team-eval")
+    assert team["items"].to_list() == [10, 10] and not any(team["decides"])
+    # The bootstrap cycle had no feedback: the seed split and the registered set only.
     bootstrap = store.query(
-        "SELECT DISTINCT eval_set FROM heldout_results WHERE cycle = 'bootstrap'"
+        "SELECT DISTINCT eval_set FROM heldout_results WHERE cycle = 'bootstrap' ORDER BY 1"
     )
-    assert bootstrap["eval_set"].to_list() == ["seed"]
+    assert bootstrap["eval_set"].to_list() == ["seed", "team-eval"]
