@@ -124,24 +124,25 @@ def run_seed(args, seed: int, never: pl.DataFrame, batches: list[pl.DataFrame]) 
             cycles[-1]["never_fed"] if cycles[-1]["deployed"] else before
         )
         log.info("seed %d %s: %s", seed, key, cycles[-1])
-    started = time.perf_counter()
-    fed = pl.concat(batches)
-    flat_dir = flat_finetune(defs, fed, steps, Path(args.out) / f"flat-seed{seed}")
-    flat_s = time.perf_counter() - started
-    return {
+    result = {
         "seed": seed,
         "home": str(home),
         "cycles": cycles,
         "flywheel_seconds": flywheel_s,
         "cycle_seconds": [round(t["wall"]) for t in timings],
-        "flat": {
+        "base": {"never_fed": base},
+        "flat": None,
+    }
+    if args.flat:
+        started = time.perf_counter()
+        flat_dir = flat_finetune(defs, pl.concat(batches), steps, args.out / f"flat-seed{seed}")
+        result["flat"] = {
             "steps": steps,
-            "seconds": flat_s,
+            "seconds": time.perf_counter() - started,
             "never_fed": evaluate(student, never, flat_dir),
             "seed_heldout": evaluate(student, store.heldout_items(), flat_dir),
-        },
-        "base": {"never_fed": base},
-    }
+        }
+    return result
 
 
 def print_report(results: list[dict], never: pl.DataFrame) -> None:
@@ -166,6 +167,9 @@ def print_report(results: list[dict], never: pl.DataFrame) -> None:
                 f"{sh['macro_f1']:>6.3f}  {gate}"
             )
         f = r["flat"]
+        if f is None:
+            print(f"     (no flat fine-tune); flywheel {r['flywheel_seconds']:.0f}s")
+            continue
         print(
             f"{r['seed']:>4} {'flat fine-tune':<22} {f['steps']:>5} "
             f"{f['never_fed']['accuracy']:>13.1%} {f['never_fed']['macro_f1']:>6.3f} "
@@ -201,6 +205,8 @@ def plot(results: list[dict], path: Path, majority: float) -> None:
             linestyle=":",
             label=f"flywheel, seed held-out (seed {r['seed']})",
         )
+        if not r["flat"]:
+            continue
         ax.scatter(
             [r["flat"]["steps"]],
             [r["flat"]["never_fed"]["accuracy"]],
@@ -225,6 +231,9 @@ def main() -> None:
     parser.add_argument("--never-fed", type=float, default=0.34, help="share never fed")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/reviewer_feedback"))
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument(
+        "--no-flat", dest="flat", action="store_false", help="skip the flat fine-tune baseline"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
