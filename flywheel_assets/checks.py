@@ -52,10 +52,15 @@ def better_than_deployed(
         return dg.AssetCheckResult(
             passed=False, description=f"cycle {cycle} has no held-out comparison to gate on"
         )
-    incoming, candidate = reports["incoming"], reports["candidate"]
-    verdict = judge(incoming, candidate, flywheel_config.settings().gate)
+    # The model serving now: `serving` when a newer deployment than the cycle's incoming model
+    # exists (a backfilled old cycle), else the model that served when the cycle started.
+    incoming, candidate = reports.get("serving", reports["incoming"]), reports["candidate"]
+    gate = flywheel_config.settings().gate
+    verdict = judge(incoming, candidate, gate)
     description = (
-        "candidate is not worse than the deployed model"
+        f"candidate is not worse than the model serving now ({incoming['model_ref'][:20]}): "
+        f"accuracy {100 * verdict.accuracy_delta:+.1f} points, tolerance "
+        f"-{100 * gate.max_accuracy_drop:.1f} points"
         if verdict.passed
         else "NOT DEPLOYED: " + "; ".join(verdict.reasons)
     )

@@ -59,6 +59,11 @@ def build_definitions(
         "flywheel_automation",
         target=dg.AssetSelection.all(),
         default_status=dg.DefaultSensorStatus.RUNNING,
+        # deployed_student's condition (an old cycle is never requested) is Python code.
+        use_user_code_server=True,
+        description="Turns the wheel: once a cycle's reviewer_feedback lands, requests the "
+        "cycle's assets downstream in one run (deployed_student only for a cycle not older "
+        "than the newest deployed one), then the lineage audit.",
     )
     return dg.Definitions(
         assets=[seed_corpus, *stamp_code_versions(CYCLE_ASSETS, settings), lineage_audit],

@@ -1,4 +1,9 @@
-"""heldout_evaluation: the new adapter and the serving model on the fixed held-out split."""
+"""heldout_evaluation: the new adapter and the serving model on the fixed held-out split.
+
+Roles: `incoming` is the model serving when the cycle started (its lineage), `candidate` the
+cycle's adapter, and `serving` the model serving now when that differs from `incoming` (a
+backfilled old cycle): the deployment gate compares the candidate with the model serving now.
+"""
 
 import json
 
@@ -99,8 +104,12 @@ def heldout_evaluation(
     if candidate is None:
         raise dg.Failure(f"cycle {cycle} has no adapter: materialize lora_adapter first")
     serving = store.serving_adapter(cycle)
+    now = store.serving_now()
+    roles = [("incoming", serving), ("candidate", candidate)]
+    if now is not None and now["uri"] and model_ref(runner, now) != model_ref(runner, serving):
+        roles.append(("serving", now))  # a newer deployment than this cycle's incoming model
     reports, seconds = {}, 0.0
-    for role, adapter in (("incoming", serving), ("candidate", candidate)):
+    for role, adapter in roles:
         ref, report, took = score_heldout(context, store, runner, artifacts, items, adapter)
         reports[role] = (ref, report)
         seconds += took
