@@ -59,7 +59,6 @@ def not_deployed(
     VERSION,
     deps=[heldout_evaluation],
     automation_condition=dg.AutomationCondition.eager() & not_older_than_materialized(),
-    kinds={"triton"},
 )
 def deployed_student(
     context: dg.AssetExecutionContext,
