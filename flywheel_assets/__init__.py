@@ -1,0 +1,20 @@
+"""The flywheel on Dagster: assets, checks, sensors, jobs and the only Definitions.
+
+The Dagster features in preview or beta that the flywheel uses on purpose are listed here, once,
+and their warnings silenced in every process that loads the code (the webserver's code server,
+the daemon's, each run worker): partitioned asset checks (`better_than_deployed` and
+`rows_conserved` judge one cycle) and the automation sensor evaluated on the code server
+(`deployed_student`'s condition is Python). Any other Dagster warning still shows.
+"""
+
+import warnings
+
+from dagster import BetaWarning, PreviewWarning
+
+CHOSEN_ON_PURPOSE = [
+    (PreviewWarning, r"Specifying a partitions_def on an AssetCheckSpec"),
+    (BetaWarning, r"Parameter `use_user_code_server` of initializer"),
+]
+
+for category, message in CHOSEN_ON_PURPOSE:
+    warnings.filterwarnings("ignore", message=message, category=category)

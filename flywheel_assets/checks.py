@@ -60,7 +60,8 @@ def better_than_deployed(
     decided = comparisons[verdict.decision_set]
     tolerance = f"tolerance: the 95% interval + {settings.max_accuracy_drop:.1%}"
     description = (
-        f"deploy: not worse on {verdict.decision_set} ({tolerance}). "
+        f"deploy: not worse than the model serving now ({decided['incoming']['model_ref'][:20]}) "
+        f"on {verdict.decision_set} ({tolerance}). "
         if verdict.passed
         else "NOT DEPLOYED: " + "; ".join(verdict.reasons) + ". "
     ) + " | ".join(verdict.summary)

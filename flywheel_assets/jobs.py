@@ -1,15 +1,32 @@
-"""Jobs: one turn of the flywheel per cycle partition, and the seed corpus."""
+"""Jobs: one turn of the flywheel per cycle partition, and the seed corpus.
+
+Every cycle run carries the tag `flywheel/wheel=<flywheel home>`; the shipped instance config
+(`flywheel_cli/dagster.yaml`) limits runs with one value of that tag to one at a time, so a
+flywheel turns one cycle at a time (a job backfill of several cycles queues them, oldest first).
+"""
 
 import dagster as dg
 
 from flywheel_assets.assets import CYCLE_ASSETS
 from flywheel_assets.assets.step00_seed_corpus import seed_corpus
-from flywheel_assets.partitions import cycles
 
-flywheel_cycle_job = dg.define_asset_job(
-    "flywheel_cycle",
-    selection=dg.AssetSelection.assets(*CYCLE_ASSETS),
-    partitions_def=cycles,
-    description="One turn of the flywheel: exam, answers, grading, curriculum, fine-tune, deploy.",
+WHEEL_TAG = "flywheel/wheel"
+
+
+def cycle_job(wheel: str):  # -> an unresolved asset job
+    return dg.define_asset_job(
+        "flywheel_cycle",
+        selection=dg.AssetSelection.assets(*CYCLE_ASSETS),
+        description="One turn of the flywheel for one cycle partition: reviewer feedback, exam, "
+        "answers, grading, curriculum, fine-tune, held-out evaluation and gate, explanation "
+        "preference, deploy. Runs in one process (the fine-tune is a Pipes subprocess).",
+        tags={WHEEL_TAG: wheel, "flywheel/run": "cycle"},
+        executor_def=dg.in_process_executor,
+    )
+
+
+seed_corpus_job = dg.define_asset_job(
+    "seed_corpus_job",
+    selection=[seed_corpus],
+    description="The seed corpus (pylint's documented examples): built once, cached.",
 )
-seed_corpus_job = dg.define_asset_job("seed_corpus_job", selection=[seed_corpus])

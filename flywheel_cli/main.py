@@ -11,12 +11,41 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import yaml
 
 from flywheel_cli import audit as audit_cli
 from flywheel_cli import serve as serve_cli
-from flywheel_cli.runner import demo_cycle_keys, persistent_instance, run_cycles
+from flywheel_cli.instance import persistent_instance
+from flywheel_cli.runner import demo_cycle_keys, run_cycles
+from flywheel_core.settings import merge_overrides
 
 log = logging.getLogger("flywheel")
+
+
+OVERRIDES_FILE = "overrides.yaml"
+
+
+def persist_settings(home: Path, overrides: list[str]) -> Path | None:
+    """`<home>/overrides.yaml`: FLYWHEEL_CONFIG's file with the `--set` overrides merged in, the
+    settings file this demo and the UI (`make ui`, the printed command) both load, so they
+    compute the same code versions. Without either, the file is removed (defaults)."""
+    path = home / OVERRIDES_FILE
+    base = os.environ.get("FLYWHEEL_CONFIG")
+    if base and Path(base).resolve() == path.resolve():
+        base = None  # the file of an earlier demo: start again from the defaults
+    if not overrides and not base:
+        path.unlink(missing_ok=True)
+        return None
+    data = merge_overrides(base, overrides)
+    home.mkdir(parents=True, exist_ok=True)
+    header = "# Written by `flywheel demo --set ...`; `make ui` loads it (FLYWHEEL_CONFIG).\n"
+    path.write_text(header + yaml.safe_dump(data, sort_keys=True))
+    return path
+
+
+def ui_command(home: Path, config: Path | None) -> str:
+    setting = f"FLYWHEEL_CONFIG={config} " if config else ""
+    return f"DAGSTER_HOME={home / 'dagster'} FLYWHEEL_HOME={home} {setting}.venv/bin/dg dev"
 
 
 def run_demo(home: Path, num_cycles: int, overrides: list[str], serve: bool = True) -> int:
@@ -25,7 +54,11 @@ def run_demo(home: Path, num_cycles: int, overrides: list[str], serve: bool = Tr
     home = home.resolve()
     instance = persistent_instance(home)
     os.environ["FLYWHEEL_HOME"] = str(home)
-    defs = build_definitions(home=home, overrides=overrides)
+    config = persist_settings(home, overrides)
+    env = {k: v for k, v in os.environ.items() if k != "FLYWHEEL_CONFIG"}
+    defs = build_definitions(
+        env={**env, **({"FLYWHEEL_CONFIG": str(config)} if config else {})}, home=home
+    )
     started = time.perf_counter()
     if serve:
         pid = defs.resources["triton_server"].start()
@@ -35,7 +68,7 @@ def run_demo(home: Path, num_cycles: int, overrides: list[str], serve: bool = Tr
     except RuntimeError as exc:
         log.error("%s", exc)
         return 1
-    print_summary(defs, timings, time.perf_counter() - started, home)
+    print_summary(defs, timings, time.perf_counter() - started, home, config)
     if serve:
         print_served_review(defs.resources["triton_server"])
     return 0
@@ -91,7 +124,9 @@ def preference_lines(store) -> list[str]:
     return lines
 
 
-def print_summary(defs: dg.Definitions, timings: list[dict], total: float, home: Path) -> None:
+def print_summary(
+    defs: dg.Definitions, timings: list[dict], total: float, home: Path, config: Path | None
+) -> None:
     store = defs.resources["store"]
     rows = store.heldout_history()
     first = rows.row(0, named=True)
@@ -109,9 +144,8 @@ def print_summary(defs: dg.Definitions, timings: list[dict], total: float, home:
         f"Wall time {total:.0f}s: training {training:.0f}s, student inference {inference:.0f}s, "
         f"everything else {total - training - inference:.0f}s",
         "",
-        "Browse the assets, partitions and metadata in the Dagster UI:",
-        f"  DAGSTER_HOME={home / 'dagster'} FLYWHEEL_HOME={home} "
-        ".venv/bin/dagster dev -w workspace.yaml",
+        "Browse the assets, partitions and metadata in the Dagster UI (`make ui`, or):",
+        f"  {ui_command(home, config)}",
     ]
     print("\n".join(lines))  # noqa: T201 - the command's output
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
-from pathlib import Path
 
 import dagster as dg
 
@@ -19,15 +17,6 @@ GATE_CHECK = "better_than_deployed"
 def demo_cycle_keys(count: int) -> list[str]:
     """`bootstrap`, then seed-only cycles (no reviewer feedback in the embedded defaults)."""
     return ["bootstrap", *(f"seed-{k:02d}" for k in range(2, count + 1))]
-
-
-def persistent_instance(home: Path) -> dg.DagsterInstance:
-    """A Dagster instance under `<home>/dagster`, so `dagster dev` shows these runs later."""
-    dagster_home = home / "dagster"
-    dagster_home.mkdir(parents=True, exist_ok=True)
-    (dagster_home / "dagster.yaml").touch()
-    os.environ["DAGSTER_HOME"] = str(dagster_home)
-    return dg.DagsterInstance.get()
 
 
 def materialization_value(

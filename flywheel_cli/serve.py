@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import sys
@@ -112,6 +113,7 @@ def run_rollback(args: argparse.Namespace) -> int:
         rollout.served,
         ROLLBACK,
         "cli",
+        f"flywheel rollback ({getpass.getuser()})",
     )
     store.record_rollback(row)
     state = "serving" if rollout.served else "pinned (the server loads it when started)"

@@ -205,3 +205,10 @@ def load_settings(
     if overrides:
         data = _deep_merge(data, parse_dotlist(overrides))
     return FlywheelSettings.model_validate(data)
+
+
+def merge_overrides(config_file: str | Path | None, overrides: Sequence[str]) -> dict[str, Any]:
+    """The optional YAML file with the dotlist overrides merged in (no defaults): what a file
+    must hold so `load_settings(file)` equals `load_settings(config_file, overrides)`."""
+    data = (yaml.safe_load(Path(config_file).read_text()) or {}) if config_file else {}
+    return _deep_merge(data, parse_dotlist(list(overrides)))

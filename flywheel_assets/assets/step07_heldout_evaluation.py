@@ -5,6 +5,11 @@ The sets: the seed corpus's held-out split (`seed`), the reviewers' held-out fee
 registered under `heldout.extra_sets`. Each model answers every item once (answers are cached by
 model and item); each set gets accuracy, macro-F1, per-class recall, the majority baseline, 95%
 intervals and the answer distribution, and the paired difference the gate reads.
+
+Roles: `incoming` is the model serving when the cycle started (its lineage), `candidate` the
+cycle's adapter, and `serving` the model serving now when that differs from `incoming` (a
+backfilled old cycle). The candidate is compared with the model serving now: `serving` when
+present, else `incoming`; the candidate rows' paired difference is against that model.
 """
 
 import json
@@ -26,6 +31,7 @@ from flywheel_core.teaching.heldout_sets import (
     SEED_SET,
     compare_on_set,
     load_eval_set,
+    score_set,
 )
 from resources.artifacts.base import ArtifactStore
 from resources.config import FlywheelConfig
@@ -109,6 +115,33 @@ def result_rows(cycle: str, refs: dict, comparisons: dict, deciding: str) -> pl.
                     "asset_version": VERSION,
                 }
             )
+    return pl.DataFrame(rows)
+
+
+def started_rows(
+    cycle: str, ref: str, answers: dict[str, str], sets: dict, confidence: float, deciding: str
+) -> pl.DataFrame:
+    """Rows of the model that served when the cycle started, when the gate compares with a
+    newer one (role `incoming`, for the lineage)."""
+    rows = []
+    for name, s in sets.items():
+        score = score_set(s["severity"].to_list(), [answers[i] for i in s["item_id"]], confidence)
+        rows.append(
+            {
+                "cycle": cycle,
+                "eval_set": name,
+                "role": "incoming",
+                "model_ref": ref,
+                "items": score["n"],
+                "accuracy": score["accuracy"],
+                "macro_f1": score["macro_f1"],
+                "per_class": json.dumps(score["per_class"]),
+                "answers": json.dumps(score["answers"]),
+                "majority": score["majority"],
+                "decides": name == deciding,
+                "asset_version": VERSION,
+            }
+        )
     return pl.DataFrame(rows)
 
 
@@ -202,23 +235,47 @@ def heldout_evaluation(
     sets = evaluation_sets(store, cycle, settings)
     items = pl.concat([s.select("item_id", "code", "review", "severity") for s in sets.values()])
     items = items.unique("item_id", keep="first", maintain_order=True)
+    started_with, now = store.serving_adapter(cycle), store.serving_now()
+    roles = [("incoming", started_with), ("candidate", candidate)]
+    if now is not None and now["uri"] and model_ref(runner, now) != model_ref(runner, started_with):
+        roles.append(("serving", now))  # a newer deployment than this cycle's incoming model
     refs, answers, seconds = {}, {}, 0.0
-    for role, adapter in (("incoming", store.serving_adapter(cycle)), ("candidate", candidate)):
+    for role, adapter in roles:
         refs[role], answers[role], took = predict(context, store, runner, artifacts, items, adapter)
         seconds += took
+    baseline = "serving" if "serving" in refs else "incoming"
     comparisons = {
         name: compare_on_set(
             s["severity"].to_list(),
-            [answers["incoming"][i] for i in s["item_id"]],
+            [answers[baseline][i] for i in s["item_id"]],
             [answers["candidate"][i] for i in s["item_id"]],
             settings.heldout.confidence,
         )
         for name, s in sets.items()
     }
     deciding = decision_set(comparisons, settings.gate)
-    store.replace_rows(
-        "heldout_results", result_rows(cycle, refs, comparisons, deciding), cycle=cycle
-    )
+    rows = result_rows(cycle, {**refs, "incoming": refs[baseline]}, comparisons, deciding)
+    if baseline == "serving":  # the baseline rows are the model serving now; keep the lineage's
+        rows = rows.with_columns(
+            role=pl.when(pl.col("role") == "incoming")
+            .then(pl.lit("serving"))
+            .otherwise(pl.col("role"))
+        )
+        rows = pl.concat(
+            [
+                rows,
+                started_rows(
+                    cycle,
+                    refs["incoming"],
+                    answers["incoming"],
+                    sets,
+                    settings.heldout.confidence,
+                    deciding,
+                ),
+            ],
+            how="diagonal",
+        )
+    store.replace_rows("heldout_results", rows, cycle=cycle)
     for name, c in comparisons.items():
         context.log.info(
             f"{name} ({c['candidate']['n']} items): accuracy {c['incoming']['accuracy']:.1%} -> "
@@ -239,6 +296,7 @@ def heldout_evaluation(
             "incoming_accuracy": seed["incoming"]["accuracy"],
             "incoming_macro_f1": seed["incoming"]["macro_f1"],
             "incoming_model": refs["incoming"],
+            "compared_with": refs[baseline],
             "majority_class_accuracy": seed["candidate"]["majority"],
             "accuracy_gain_points": round(100 * seed["delta"], 2),
             **per_set,

@@ -10,13 +10,20 @@ Without a running server (the offline demo before `flywheel serve start`): when 
 loads it when it starts - and the row says `served = false`; when required, the asset fails.
 The blocking `better_than_deployed` check on `heldout_evaluation` runs first: a candidate that
 fails it never reaches this asset.
+
+Deployment only moves forward: the cycle is compared with the model serving now, and an old
+cycle re-materialized (a backfill) never replaces a newer cycle's deployment - it records "not
+deployed: a newer cycle serves" instead. Only `flywheel rollback` moves serving back. The
+deployment history is append-only. Its automation condition (`newest_cycles_only`) keeps eager
+automation from even requesting an old cycle.
 """
 
 import dagster as dg
 
 from flywheel_assets.assets.step07_heldout_evaluation import heldout_evaluation
-from flywheel_assets.partitions import cycle_asset
+from flywheel_assets.partitions import cycle_asset, not_older_than_materialized
 from flywheel_core.ml.explanation_prompt import DEFAULT_MAX_EXPLANATION_TOKENS
+from flywheel_core.teaching.deploy_order import refuse_reason
 from resources.artifacts.base import ArtifactStore
 from resources.config import FlywheelConfig
 from resources.lineage.deployments import DEPLOY, deployment_row
@@ -29,25 +36,30 @@ from resources.triton.server import TritonServer
 VERSION = "3"  # 3: the served model has the EXPLAIN input and EXPLANATION output
 
 
-def keep_serving(
-    context: dg.AssetExecutionContext, store: LineageStore, adapter: dict, serving: dict
+def not_deployed(
+    context: dg.AssetExecutionContext, adapter: dict, serving: dict | None, reason: str
 ) -> dg.MaterializeResult:
-    """The cycle's adapter already serves (fine-tune skipped): no new version, no deployment row."""
-    store.clear_deploy(context.partition_key)
-    reason = adapter.get("finetune_skipped_reason") or "same adapter"
-    context.log.info(f"no new deployment: v{serving['model_version']} already serves it ({reason})")
-    return dg.MaterializeResult(
-        metadata={
-            "deployed": False,
-            "finetune_skipped_reason": reason,
-            "model_version": serving["model_version"],
-            "adapter_sha256": adapter["adapter_sha256"],
-            "serving_since_cycle": serving["deployed_in"],
-        }
-    )
+    """Nothing moves: serving and the deployment history stay as they are."""
+    context.log.info(reason)
+    metadata = {
+        "deployed": False,
+        "reason": reason,
+        "serving_now": f"v{serving['model_version']} ({serving['deployed_in']})"
+        if serving
+        else "base model",
+        "adapter_sha256": adapter["adapter_sha256"],
+        "finetune_skipped_reason": adapter.get("finetune_skipped_reason") or "none",
+    }
+    if serving:
+        metadata["model_version"] = dg.MetadataValue.int(int(serving["model_version"]))
+    return dg.MaterializeResult(metadata=metadata)
 
 
-@cycle_asset(VERSION, deps=[heldout_evaluation])
+@cycle_asset(
+    VERSION,
+    deps=[heldout_evaluation],
+    automation_condition=dg.AutomationCondition.eager() & not_older_than_materialized(),
+)
 def deployed_student(
     context: dg.AssetExecutionContext,
     store: LineageStore,
@@ -63,9 +75,18 @@ def deployed_student(
     adapter = store.adapter(cycle)
     if adapter is None:
         raise dg.Failure(f"cycle {cycle} has no adapter to deploy")
-    serving = store.serving_adapter(cycle)
+    serving = store.serving_now()
     if serving is not None and serving["adapter_sha256"] == adapter["adapter_sha256"]:
-        return keep_serving(context, store, adapter, serving)
+        reason = adapter.get("finetune_skipped_reason") or "same adapter"
+        return not_deployed(
+            context,
+            adapter,
+            serving,
+            f"not deployed: v{serving['model_version']} already serves this adapter ({reason})",
+        )
+    refused = refuse_reason(cycle, store.cycle_seq(cycle), store.newest_deployed(), serving)
+    if refused:
+        return not_deployed(context, adapter, serving, refused)
     published = model_repository.publish(
         artifacts.adapter_dir(adapter),  # verifies sha256
         adapter["adapter_sha256"],
@@ -90,6 +111,7 @@ def deployed_student(
             rollout.served,
             DEPLOY,
             VERSION,
+            f"dagster run {context.run_id}",
         )
     )
     where = triton_server.http_url if rollout.served else "nowhere yet (no Triton server running)"
@@ -102,6 +124,9 @@ def deployed_student(
             "model_name": published.model_name,
             "model_version": published.version,
             "previous_version": rollout.previous if rollout.previous is not None else "none",
+            "replaced": f"v{serving['model_version']} ({serving['deployed_in']})"
+            if serving
+            else "base model",
             "served": rollout.served,
             "served_by": where,
             "smoke_severity": rollout.smoke.severity if rollout.smoke else "not run",

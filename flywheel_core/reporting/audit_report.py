@@ -45,6 +45,7 @@ def _chain_table(chain: list[dict]) -> str:
         "curriculum",
         "held-out acc",
         "deployed",
+        "serving now",
     )
     rows = [
         (
@@ -57,10 +58,18 @@ def _chain_table(chain: list[dict]) -> str:
             f"{a['curriculum_cycle']} v{a['curriculum_version']} ({a['curriculum_size']})",
             _pct(a["heldout_accuracy"]),
             f"{a['model_name']} v{a['model_version']}" if a["model_version"] else "no",
+            "yes" if a.get("serving_now") else "no",
         )
         for a in chain
     ]
     return table(header, rows)
+
+
+def _deployed(adapter: dict) -> str:
+    if not adapter["model_version"]:
+        return "no"
+    now = "serving now" if adapter.get("serving_now") else "not serving now"
+    return f"{adapter['model_name']} v{adapter['model_version']} ({now})"
 
 
 def _prompts(raw: str | None) -> str:
@@ -80,6 +89,7 @@ def render_adapter(adapter: dict, chain: list[dict], explanation_sources: dict[s
         ("adapter sha256", adapter["adapter_sha256"]),
         ("artifact", adapter["uri"]),
         ("cycle", f"{adapter['cycle']} (#{adapter['seq']})"),
+        ("deployed", _deployed(adapter)),
         ("base model", adapter["base_model"]),
         ("teacher", adapter["teacher"] or "-"),
         ("exam prompt sha256", _short(adapter["exam_prompt_sha256"], 16)),
@@ -116,13 +126,18 @@ def render_influence(batch: str, rows: pl.DataFrame) -> str:
         "adapter_cycle",
         pl.col("adapter_sha256").str.slice(0, 12),
         "deployed",
+        "serving_now",
         "model_name",
         "model_version",
     )
+    source = (
+        f"{head['file_name']}, {head['accepted']} accepted rows"
+        if head["file_name"]
+        else "no feedback file: a cycle of seed examples only"
+    )
     return "\n\n".join(
         [
-            f"# Feedback batch {head['batch_cycle']} ({head['file_name']}, "
-            f"{head['accepted']} accepted rows)",
+            f"# Feedback batch {head['batch_cycle']} ({source})",
             "Adapters trained on a curriculum that includes it (curricula accumulate):",
             frame_table(shown),
         ]

@@ -49,11 +49,8 @@ class AuditQueries:
         )
 
     def deployed_adapter(self) -> dict | None:
-        """The adapter of the latest deployment (None before the first one)."""
-        rows = self.query(
-            "SELECT * FROM adapter_lineage WHERE model_version IS NOT NULL "
-            "ORDER BY model_version DESC LIMIT 1"
-        )
+        """The adapter serving now: the latest deploy or rollback (None before the first)."""
+        rows = self.query("SELECT * FROM adapter_lineage WHERE serving_now LIMIT 1")
         return None if rows.is_empty() else rows.row(0, named=True)
 
     def warm_start_chain(self, adapter: dict) -> list[dict]:

@@ -223,7 +223,9 @@ class CycleQueries:
     def heldout_comparisons(self, cycle: str) -> dict[str, dict]:
         """eval_set -> the cycle's comparison on it: {"incoming": score, "candidate": score,
         "delta", "delta_low", "delta_high"} (scores with `per_class`, `answers` and
-        `class_shares` decoded), as `heldout_sets.compare_on_set` built it."""
+        `class_shares` decoded), as `heldout_sets.compare_on_set` built it. `incoming` is the
+        model the candidate was compared with: the model serving now when a newer deployment
+        than the cycle's starting model existed (then `started_with` holds the latter)."""
         rows = self.query(
             "SELECT * EXCLUDE (eval_set), coalesce(eval_set, 'seed') AS eval_set "
             "FROM heldout_results WHERE cycle = ?",
@@ -241,7 +243,22 @@ class CycleQueries:
             entry[row["role"]] = score
             if row["role"] == "candidate":
                 entry.update({k: row[k] for k in ("delta", "delta_low", "delta_high")})
+        for entry in comparisons.values():
+            if "serving" in entry:  # a backfilled cycle: compared with the model serving now
+                entry["started_with"], entry["incoming"] = entry["incoming"], entry["serving"]
         return comparisons
+
+    def heldout_reports(self, cycle: str, eval_set: str = "seed") -> dict[str, dict]:
+        """role (incoming | candidate | serving) -> the cycle's result on one evaluation set."""
+        rows = self.query(
+            "SELECT role, model_ref, accuracy, macro_f1, per_class FROM heldout_results "
+            "WHERE cycle = ? AND coalesce(eval_set, 'seed') = ?",
+            [cycle, eval_set],
+        )
+        return {
+            row["role"]: {**row, "per_class": json.loads(row["per_class"])}
+            for row in rows.iter_rows(named=True)
+        }
 
     def heldout_history(self, cycle: str | None = None, eval_set: str = "seed") -> pl.DataFrame:
         """Held-out results on one evaluation set of every cycle up to ``cycle`` (all when

@@ -65,7 +65,7 @@ TABLES: dict[str, str] = {
     "deployments": """
         cycle VARCHAR, adapter_sha256 VARCHAR, model_name VARCHAR, model_version INTEGER,
         repository VARCHAR, deployed_at TIMESTAMP, asset_version VARCHAR, served BOOLEAN,
-        action VARCHAR
+        action VARCHAR, deployed_by VARCHAR
     """,
     "explanations": """
         model_ref VARCHAR, item_id VARCHAR, severity VARCHAR, explanation VARCHAR,
@@ -108,7 +108,8 @@ ADDED_COLUMNS: dict[str, list[str]] = {
         "training_prompts VARCHAR",
     ],
     # served: whether Triton loaded the version; action: deploy | rollback.
-    "deployments": ["served BOOLEAN", "action VARCHAR"],
+    # deployed_by: who moved serving (the Dagster run of deployed_student, or `flywheel rollback`).
+    "deployments": ["served BOOLEAN", "action VARCHAR", "deployed_by VARCHAR"],
     # The explanation task: the reference explanation and who wrote it (llm-teacher/<model>,
     # corpus-template/1 or reviewer).
     "teacher_examples": ["explanation VARCHAR", "explanation_source VARCHAR"],

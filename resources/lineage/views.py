@@ -1,6 +1,22 @@
 """Audit views over the lineage tables: an adapter's whole chain, and what a batch influenced."""
 
 VIEWS: dict[str, str] = {
+    # The deployment history is append-only: the first deploy row of each adapter, and which
+    # adapter serves now (the latest deploy or rollback row).
+    "adapter_deployments": """
+        WITH first_deploy AS (
+            SELECT *, row_number() OVER (
+                PARTITION BY cycle, adapter_sha256 ORDER BY deployed_at) AS n
+            FROM deployments WHERE coalesce(action, 'deploy') = 'deploy'),
+        latest AS (SELECT cycle, adapter_sha256 FROM deployments
+                   ORDER BY deployed_at DESC LIMIT 1)
+        SELECT f.cycle, f.adapter_sha256, f.model_name, f.model_version, f.deployed_at,
+               f.deployed_by,
+               (l.cycle IS NOT NULL) AS serving_now
+        FROM first_deploy f
+        LEFT JOIN latest l ON l.cycle = f.cycle AND l.adapter_sha256 = f.adapter_sha256
+        WHERE f.n = 1
+    """,
     # One row per cycle: its feedback file and the row counts actually stored for it.
     "feedback_batch_summary": """
         WITH acc AS (SELECT cycle, count(*) AS n FROM feedback GROUP BY cycle),
@@ -37,7 +53,8 @@ VIEWS: dict[str, str] = {
                a.curriculum_size, a.steps, a.final_loss, a.train_seconds, a.config,
                a.training_prompts,
                h.accuracy AS heldout_accuracy, h.macro_f1 AS heldout_macro_f1,
-               d.model_name, d.model_version, d.deployed_at, a.created_at,
+               d.model_name, d.model_version, d.deployed_at,
+               coalesce(d.serving_now, false) AS serving_now, a.created_at,
                a.asset_version AS adapter_version
         FROM adapters a
         JOIN cycles c ON c.cycle = a.cycle
@@ -46,20 +63,20 @@ VIEWS: dict[str, str] = {
         LEFT JOIN cu ON cu.cycle = a.curriculum_cycle
         LEFT JOIN heldout_results h ON h.cycle = a.cycle AND h.role = 'candidate'
             AND coalesce(h.eval_set, 'seed') = 'seed'
-        LEFT JOIN deployments d ON d.cycle = a.cycle AND d.adapter_sha256 = a.adapter_sha256
-            AND coalesce(d.action, 'deploy') = 'deploy'
+        LEFT JOIN adapter_deployments d
+            ON d.cycle = a.cycle AND d.adapter_sha256 = a.adapter_sha256
     """,
     # Curricula accumulate, so a batch influences every adapter of its cycle and later ones.
     "feedback_influence": """
         SELECT s.cycle AS batch_cycle, s.file_name, s.batch_sha256, s.accepted,
                a.cycle AS adapter_cycle, ca.seq AS adapter_seq, a.adapter_sha256,
                d.model_name, d.model_version, d.deployed_at, d.model_version IS NOT NULL
-                   AS deployed
+                   AS deployed, coalesce(d.serving_now, false) AS serving_now
         FROM feedback_batch_summary s
         JOIN cycles ca ON ca.seq >= s.seq
         JOIN adapters a ON a.cycle = ca.cycle
-        LEFT JOIN deployments d ON d.cycle = a.cycle AND d.adapter_sha256 = a.adapter_sha256
-            AND coalesce(d.action, 'deploy') = 'deploy'
+        LEFT JOIN adapter_deployments d
+            ON d.cycle = a.cycle AND d.adapter_sha256 = a.adapter_sha256
     """,
 }
 

@@ -227,6 +227,8 @@ def test_rollback_serves_an_earlier_version_and_records_it(flywheel, capsys, mon
     assert flywheel.served() == [1]
     rows = flywheel.store().query("SELECT * FROM deployments WHERE action = 'rollback'")
     assert rows["model_version"].to_list() == [1] and rows["served"].to_list() == [True]
+    assert rows["deployed_by"][0].startswith("flywheel rollback")
+    assert flywheel.store().serving_now()["model_version"] == 1
     assert cli.main(["serve", "status", "--home", str(flywheel.home)]) == 0
     out = capsys.readouterr().out
     status = json.loads(out[out.index("{") :])
