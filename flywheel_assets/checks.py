@@ -7,8 +7,10 @@ import dagster as dg
 
 from flywheel_assets.assets.step01_reviewer_feedback import reviewer_feedback
 from flywheel_assets.assets.step07_heldout_evaluation import heldout_evaluation
+from flywheel_assets.metadata import number, percent, table_value
 from flywheel_assets.partitions import cycles
-from flywheel_core.teaching.gate import judge, recall_table
+from flywheel_core.severity import SEVERITIES
+from flywheel_core.teaching.gate import judge
 from resources.config import FlywheelConfig
 from resources.lineage.store import LineageStore
 
@@ -29,7 +31,11 @@ def rows_conserved(
     received, accepted, quarantined = counts
     return dg.AssetCheckResult(
         passed=accepted + quarantined == received,
-        metadata={"received": received, "accepted": accepted, "quarantined": quarantined},
+        metadata={
+            "received": dg.MetadataValue.int(received),
+            "accepted": dg.MetadataValue.int(accepted),
+            "quarantined": dg.MetadataValue.int(quarantined),
+        },
     )
 
 
@@ -68,13 +74,20 @@ def better_than_deployed(
         passed=verdict.passed,
         description=description,
         metadata={
-            "deployed_model": incoming["model_ref"],
+            "serving_model": incoming["model_ref"],
             "candidate_model": candidate["model_ref"],
-            "deployed_accuracy": incoming["accuracy"],
-            "candidate_accuracy": candidate["accuracy"],
-            "accuracy_delta_points": round(100 * verdict.accuracy_delta, 2),
+            "serving accuracy (%)": percent(incoming["accuracy"]),
+            "candidate accuracy (%)": percent(candidate["accuracy"]),
+            "accuracy delta (points)": number(100 * verdict.accuracy_delta, 2),
+            "tolerance (points)": number(-100 * gate.max_accuracy_drop, 2),
             "collapsed_classes": ", ".join(verdict.collapsed) or "none",
             "verdict": "deploy" if verdict.passed else "blocked: " + "; ".join(verdict.reasons),
-            "recall_per_severity": dg.MetadataValue.md(recall_table(incoming, candidate)),
+            "recall_per_severity": table_value(
+                ["severity", "serving recall", "candidate recall"],
+                [
+                    (c, incoming["per_class"][c]["recall"], candidate["per_class"][c]["recall"])
+                    for c in SEVERITIES
+                ],
+            ),
         },
     )

@@ -11,10 +11,9 @@ import dagster as dg
 import polars as pl
 
 from flywheel_assets.assets.step06_lora_adapter import lora_adapter
-from flywheel_assets.metadata import progress_logger
+from flywheel_assets.metadata import number, percent, progress_logger, table_value
 from flywheel_assets.partitions import cycle_asset
 from flywheel_core.ml.student import Student
-from flywheel_core.reporting.markdown import table
 from flywheel_core.reporting.plots import accuracy_over_cycles
 from flywheel_core.severity import SEVERITIES
 from flywheel_core.teaching.metrics import classification_report
@@ -95,7 +94,8 @@ def heldout_evaluation(
     artifacts: ArtifactStore,
     flywheel_config: FlywheelConfig,
 ) -> dg.MaterializeResult:
-    """Accuracy and macro-F1 of the candidate adapter vs. the model serving before this cycle."""
+    """Accuracy and macro-F1 of the candidate adapter vs. the model serving before this cycle
+    (and the model serving now, when newer); the deployment gate checks it."""
     cycle = context.partition_key
     settings = flywheel_config.settings()
     runner = student.runner(settings.student)
@@ -124,21 +124,23 @@ def heldout_evaluation(
         f"held-out accuracy {incoming['accuracy']:.1%} -> {cand['accuracy']:.1%} "
         f"({items.height} items)"
     )
-    return dg.MaterializeResult(
-        metadata={
-            "heldout_items": items.height,
-            "candidate_accuracy": cand["accuracy"],
-            "candidate_macro_f1": cand["macro_f1"],
-            "incoming_accuracy": incoming["accuracy"],
-            "incoming_macro_f1": incoming["macro_f1"],
-            "incoming_model": reports["incoming"][0],
-            "majority_class_accuracy": majority,
-            "accuracy_gain_points": round(100 * (cand["accuracy"] - incoming["accuracy"]), 2),
-            "inference_seconds": round(seconds, 2),
-            "recall_per_severity": dg.MetadataValue.md(
-                table(["severity", "incoming recall", "candidate recall"], recall_rows)
-            ),
-            "accuracy_over_cycles": dg.MetadataValue.md(history_plot(store, cycle, majority)),
-            "finetune_skipped_reason": candidate["finetune_skipped_reason"] or "none",
-        }
-    )
+    metadata = {
+        "heldout_items": dg.MetadataValue.int(items.height),
+        "candidate accuracy (%)": percent(cand["accuracy"]),
+        "candidate macro-F1": number(cand["macro_f1"]),
+        "incoming accuracy (%)": percent(incoming["accuracy"]),
+        "incoming macro-F1": number(incoming["macro_f1"]),
+        "incoming_model": reports["incoming"][0],
+        "majority-class accuracy (%)": percent(majority),
+        "accuracy gain (points)": number(100 * (cand["accuracy"] - incoming["accuracy"]), 2),
+        "inference_seconds": number(seconds, 2),
+        "recall_per_severity": table_value(
+            ["severity", "incoming recall", "candidate recall"], recall_rows
+        ),
+        "accuracy_over_cycles": dg.MetadataValue.md(history_plot(store, cycle, majority)),
+        "finetune_skipped_reason": candidate["finetune_skipped_reason"] or "none",
+    }
+    if "serving" in reports:  # a backfilled old cycle: the gate compares with the model now
+        metadata["serving_model"] = reports["serving"][0]
+        metadata["serving accuracy (%)"] = percent(reports["serving"][1]["accuracy"])
+    return dg.MaterializeResult(metadata=metadata)
