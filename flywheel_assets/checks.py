@@ -7,8 +7,10 @@ import dagster as dg
 
 from flywheel_assets.assets.step01_reviewer_feedback import reviewer_feedback
 from flywheel_assets.assets.step07_heldout_evaluation import heldout_evaluation
+from flywheel_assets.metadata import number, percent, table_value
 from flywheel_assets.partitions import cycles
-from flywheel_core.teaching.gate import judge, recall_table
+from flywheel_core.severity import SEVERITIES
+from flywheel_core.teaching.gate import judge
 from flywheel_core.teaching.heldout_sets import SEED_SET
 from resources.config import FlywheelConfig
 from resources.lineage.store import LineageStore
@@ -30,7 +32,11 @@ def rows_conserved(
     received, accepted, quarantined = counts
     return dg.AssetCheckResult(
         passed=accepted + quarantined == received,
-        metadata={"received": received, "accepted": accepted, "quarantined": quarantined},
+        metadata={
+            "received": dg.MetadataValue.int(received),
+            "accepted": dg.MetadataValue.int(accepted),
+            "quarantined": dg.MetadataValue.int(quarantined),
+        },
     )
 
 
@@ -70,19 +76,39 @@ def better_than_deployed(
         description=description,
         metadata={
             "decision_set": verdict.decision_set,
-            "decision_set_items": decided["candidate"]["n"],
-            "deployed_model": decided["incoming"]["model_ref"],
+            "decision set items": dg.MetadataValue.int(decided["candidate"]["n"]),
+            "serving_model": decided["incoming"]["model_ref"],
             "candidate_model": decided["candidate"]["model_ref"],
-            "deployed_accuracy": decided["incoming"]["accuracy"],
-            "candidate_accuracy": decided["candidate"]["accuracy"],
-            "accuracy_delta_points": round(100 * verdict.accuracy_delta, 2),
-            "delta_interval_points": f"{100 * decided['delta_low']:+.1f}.."
+            "serving accuracy (%)": percent(decided["incoming"]["accuracy"]),
+            "candidate accuracy (%)": percent(decided["candidate"]["accuracy"]),
+            "accuracy delta (points)": number(100 * verdict.accuracy_delta, 2),
+            "accuracy delta 95% interval (points)": f"{100 * decided['delta_low']:+.1f}.."
             f"{100 * decided['delta_high']:+.1f}",
-            "tolerance": tolerance,
+            "tolerance beyond the interval (points)": number(-100 * settings.max_accuracy_drop, 2),
             "collapsed_classes": ", ".join(verdict.collapsed) or "none",
             "concentrated_answers": dg.MetadataValue.json(verdict.concentrated),
             "verdict": "deploy" if verdict.passed else "blocked: " + "; ".join(verdict.reasons),
             "sets_judged": dg.MetadataValue.md("\n".join(f"- {line}" for line in verdict.summary)),
-            "recall_per_severity": dg.MetadataValue.md(recall_table(decided)),
+            "recall_per_severity": table_value(
+                [
+                    "severity",
+                    "support",
+                    "serving recall",
+                    "candidate recall",
+                    "serving answers (%)",
+                    "candidate answers (%)",
+                ],
+                [
+                    (
+                        c,
+                        decided["candidate"]["per_class"][c]["support"],
+                        round(decided["incoming"]["per_class"][c]["recall"], 3),
+                        round(decided["candidate"]["per_class"][c]["recall"], 3),
+                        round(100 * decided["incoming"]["answers"][c], 1),
+                        round(100 * decided["candidate"]["answers"][c], 1),
+                    )
+                    for c in SEVERITIES
+                ],
+            ),
         },
     )

@@ -75,6 +75,7 @@ def build_definitions(
     env: Mapping[str, str] | None = None,
     home: str | Path | None = None,
     overrides: list[str] | None = None,
+    executor: dg.ExecutorDefinition = dg.in_process_executor,
 ) -> dg.Definitions:
     """Definitions for the environment `env` describes (os.environ by default; see
     `flywheel_assets.environments`), with the flywheel home and optional settings overrides."""
@@ -98,12 +99,12 @@ def build_definitions(
     return dg.Definitions(
         assets=describe([seed_corpus, *stamp_code_versions(CYCLE_ASSETS, settings), lineage_audit]),
         asset_checks=[rows_conserved, better_than_deployed],
-        jobs=[cycle_job(wheel), seed_corpus_job],
+        jobs=[cycle_job(wheel, executor), seed_corpus_job],
         sensors=[automation, feedback_sensor],
         resources=resources_for(env, home, config),
         # Every run - the cycle job, automation, UI materializations - steps in one process:
         # the light steps need no process start-up; the fine-tune is a Pipes subprocess.
-        executor=dg.in_process_executor,
+        executor=executor,
     )
 
 

@@ -13,7 +13,8 @@ from flywheel_assets.assets.step00_seed_corpus import seed_corpus
 WHEEL_TAG = "flywheel/wheel"
 
 
-def cycle_job(wheel: str):  # -> an unresolved asset job
+def cycle_job(wheel: str, executor: dg.ExecutorDefinition = dg.in_process_executor):
+    """The cycle job of the flywheel at `wheel` (its home), steps in one process by default."""
     return dg.define_asset_job(
         "flywheel_cycle",
         selection=dg.AssetSelection.assets(*CYCLE_ASSETS),
@@ -21,7 +22,7 @@ def cycle_job(wheel: str):  # -> an unresolved asset job
         "answers, grading, curriculum, fine-tune, held-out evaluation and gate, explanation "
         "preference, deploy. Runs in one process (the fine-tune is a Pipes subprocess).",
         tags={WHEEL_TAG: wheel, "flywheel/run": "cycle"},
-        executor_def=dg.in_process_executor,
+        executor_def=executor,
     )
 
 

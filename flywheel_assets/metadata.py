@@ -1,12 +1,14 @@
-"""Metadata an asset reports: teacher usage, and progress logging for long student work."""
+"""Metadata an asset reports: teacher usage, numbers a person reads at a glance (percentages,
+tables), and progress logging for long student work."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import dagster as dg
 
 from flywheel_core.domain import TeacherUsage
+from flywheel_core.severity import SEVERITIES
 
 
 def teacher_metadata(usage: TeacherUsage | None, quarantined: int) -> dict:
@@ -51,3 +53,47 @@ def log_teacher(context: dg.AssetExecutionContext, usage: TeacherUsage | None, w
     """Warn when the teacher's budget cut its work short."""
     if usage and usage.budget_stop:
         context.log.warning(f"teacher budget: {usage.budget_stop}; {what} is partial")
+
+
+def percent(fraction: float) -> dg.FloatMetadataValue:
+    """A fraction as a percentage (0.2083 -> 20.83): the key carries the unit, e.g. `(%)`."""
+    return dg.MetadataValue.float(round(100 * float(fraction), 2))
+
+
+def number(value: float, digits: int = 4) -> dg.FloatMetadataValue:
+    return dg.MetadataValue.float(round(float(value), digits))
+
+
+def table_value(header: Sequence[str], rows: Sequence[Sequence[object]]) -> dg.TableMetadataValue:
+    """Rows as a Dagster table (sortable in the UI); column types from the first row."""
+
+    def kind(value: object) -> str:
+        if isinstance(value, bool):
+            return "bool"
+        if isinstance(value, int):
+            return "int"
+        return "float" if isinstance(value, float) else "string"
+
+    first = rows[0] if rows else [""] * len(header)
+    schema = dg.TableSchema(
+        columns=[dg.TableColumn(name, kind(v)) for name, v in zip(header, first, strict=True)]
+    )
+    records = [
+        dg.TableRecord({name: _cell(v) for name, v in zip(header, row, strict=True)})
+        for row in rows
+    ]
+    return dg.MetadataValue.table(records=records, schema=schema)
+
+
+def _cell(value: object) -> object:
+    if isinstance(value, float):
+        return round(value, 4)
+    return value if isinstance(value, bool | int | str) or value is None else str(value)
+
+
+def confusion_table(report: dict) -> dg.TableMetadataValue:
+    """Rows: the answer key; columns: the student's answer (counts)."""
+    rows = [
+        (truth, *(int(report["confusion"][truth][p]) for p in SEVERITIES)) for truth in SEVERITIES
+    ]
+    return table_value(["answer key", *(f"answered {c}" for c in SEVERITIES)], rows)

@@ -104,6 +104,8 @@ def feedback_sensor(
     )
     for key, file, _ in plan.new:
         context.log.info(f"{file.name} -> new cycle {key}")
+    for skipped in plan.skipped:  # a resent duplicate in the same tick as a new file
+        context.log.info(f"skipped {skipped}")
     if plan.pending:
         context.log.info(f"{plan.pending} more changed file(s) left for the next tick")
     return dg.SensorResult(

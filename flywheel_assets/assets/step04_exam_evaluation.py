@@ -7,7 +7,14 @@ import dagster as dg
 import polars as pl
 
 from flywheel_assets.assets.step03_student_answers import student_answers
-from flywheel_assets.metadata import log_teacher, teacher_metadata
+from flywheel_assets.metadata import (
+    confusion_table,
+    log_teacher,
+    number,
+    percent,
+    table_value,
+    teacher_metadata,
+)
 from flywheel_assets.partitions import cycle_asset
 from flywheel_core.domain import (
     SOURCE_MATERIAL,
@@ -16,10 +23,9 @@ from flywheel_core.domain import (
     GradedQuestion,
 )
 from flywheel_core.prompts import prompts_version
-from flywheel_core.reporting.markdown import table
 from flywheel_core.reporting.plots import confusion_heatmap
 from flywheel_core.severity import SEVERITIES
-from flywheel_core.teaching.metrics import classification_report, confusion_markdown
+from flywheel_core.teaching.metrics import classification_report
 from resources.config import FlywheelConfig
 from resources.lineage.store import LineageStore
 from resources.teacher.base import Teacher
@@ -100,17 +106,16 @@ def exam_evaluation(
     return dg.MaterializeResult(
         metadata={
             "exam_id": exam_id,
-            "accuracy": report["accuracy"],
-            "macro_f1": report["macro_f1"],
-            "proficiency": result.proficiency,
+            "accuracy (%)": percent(report["accuracy"]),
+            "macro-F1": number(report["macro_f1"]),
+            "proficiency": dg.MetadataValue.int(int(result.proficiency)),
             "feedback": dg.MetadataValue.text(result.feedback),
-            "per_class": dg.MetadataValue.md(
-                table(["severity", "precision", "recall", "F1", "support"], per_class_rows)
+            "per_class": table_value(
+                ["severity", "precision", "recall", "F1", "support"], per_class_rows
             ),
-            "confusion_matrix": dg.MetadataValue.md(
-                confusion_markdown(report) + "\n\n" + confusion_heatmap(report, f"exam of {cycle}")
-            ),
-            "new_examples": len(result.new_examples),
+            "confusion_matrix": confusion_table(report),
+            "confusion_heatmap": dg.MetadataValue.md(confusion_heatmap(report, f"exam of {cycle}")),
+            "new_examples": dg.MetadataValue.int(len(result.new_examples)),
             "new_examples_per_severity": dg.MetadataValue.json(new_counts),
             "new_examples_with_explanation": sum(bool(e.explanation) for e in result.new_examples),
             "explanation_sources": dg.MetadataValue.json(

@@ -22,6 +22,7 @@ from flywheel_core.hashing import sha256_file
 from flywheel_core.ml.finetune_job import FineTuneJob, checkpoint_dir, job_fingerprint
 from flywheel_core.ml.student import Student
 from flywheel_core.prompts import prompt_sha256
+from flywheel_core.reporting.plots import loss_curve
 from flywheel_core.settings import TrainingSettings
 from flywheel_core.teaching.step_budget import steps_for_cycle
 from flywheel_core.teaching.stopping import StopDecision, decide
@@ -156,7 +157,7 @@ def lora_adapter(
     artifacts: ArtifactStore,
     flywheel_config: FlywheelConfig,
 ) -> dg.MaterializeResult:
-    """A LoRA adapter (safetensors), stored content-addressed; loss per step in the run log."""
+    """A LoRA adapter (safetensors), stored content-addressed; its loss curve in the metadata."""
     cycle = context.partition_key
     settings = flywheel_config.settings()
     runner = student.runner(settings.student)
@@ -196,6 +197,7 @@ def lora_adapter(
     return dg.MaterializeResult(
         metadata={
             **(reported.metadata or {}),
+            **loss_picture(metrics),
             "adapter_sha256": ref.sha256,
             "adapter_uri": dg.MetadataValue.url(ref.uri),
             "adapter_bytes": ref.size_bytes,
@@ -209,6 +211,15 @@ def lora_adapter(
             "steps_rule": steps_reason,
         }
     )
+
+
+def loss_picture(metrics: dict) -> dict:
+    """The loss curve as a picture, when the fine-tune reported the loss of every step."""
+    losses = metrics.get("train_loss")
+    if not losses:
+        return {}
+    validation = [(p["step"], p["loss"]) for p in metrics.get("validation_loss") or []]
+    return {"loss_curve": dg.MetadataValue.md(loss_curve(losses, validation))}
 
 
 def _value(entry: object) -> object:

@@ -18,7 +18,7 @@ import dagster as dg
 import polars as pl
 
 from flywheel_assets.assets.step06_lora_adapter import lora_adapter
-from flywheel_assets.metadata import progress_logger
+from flywheel_assets.metadata import number, percent, progress_logger, table_value
 from flywheel_assets.partitions import cycle_asset
 from flywheel_core.ml.student import Student
 from flywheel_core.reporting.markdown import table
@@ -186,8 +186,8 @@ def recall_rows(comparisons: dict) -> list[tuple]:
         (
             name,
             c,
-            f"{cmp['incoming']['per_class'][c]['recall']:.2f}",
-            f"{cmp['candidate']['per_class'][c]['recall']:.2f}",
+            round(cmp["incoming"]["per_class"][c]["recall"], 3),
+            round(cmp["candidate"]["per_class"][c]["recall"], 3),
         )
         for name, cmp in comparisons.items()
         for c in SEVERITIES
@@ -284,30 +284,28 @@ def heldout_evaluation(
     seed = comparisons[SEED_SET]
     per_set = {}
     for name, c in comparisons.items():
-        per_set[f"{name}_items"] = c["candidate"]["n"]
-        per_set[f"{name}_candidate_accuracy"] = c["candidate"]["accuracy"]
-        per_set[f"{name}_candidate_macro_f1"] = c["candidate"]["macro_f1"]
-        per_set[f"{name}_majority_class_accuracy"] = c["candidate"]["majority"]
+        per_set[f"{name} items"] = dg.MetadataValue.int(c["candidate"]["n"])
+        per_set[f"{name} candidate accuracy (%)"] = percent(c["candidate"]["accuracy"])
+        per_set[f"{name} candidate macro-F1"] = number(c["candidate"]["macro_f1"])
+        per_set[f"{name} majority-class accuracy (%)"] = percent(c["candidate"]["majority"])
     return dg.MaterializeResult(
         metadata={
-            "heldout_items": seed["candidate"]["n"],
-            "candidate_accuracy": seed["candidate"]["accuracy"],
-            "candidate_macro_f1": seed["candidate"]["macro_f1"],
-            "incoming_accuracy": seed["incoming"]["accuracy"],
-            "incoming_macro_f1": seed["incoming"]["macro_f1"],
+            "heldout_items": dg.MetadataValue.int(seed["candidate"]["n"]),
+            "candidate accuracy (%)": percent(seed["candidate"]["accuracy"]),
+            "candidate macro-F1": number(seed["candidate"]["macro_f1"]),
+            "incoming accuracy (%)": percent(seed["incoming"]["accuracy"]),
+            "incoming macro-F1": number(seed["incoming"]["macro_f1"]),
             "incoming_model": refs["incoming"],
             "compared_with": refs[baseline],
-            "majority_class_accuracy": seed["candidate"]["majority"],
-            "accuracy_gain_points": round(100 * seed["delta"], 2),
+            "majority-class accuracy (%)": percent(seed["candidate"]["majority"]),
+            "accuracy gain (points)": number(100 * seed["delta"], 2),
             **per_set,
             "gate_decides_on": deciding,
-            "inference_seconds": round(seconds, 2),
+            "inference_seconds": number(seconds, 2),
             "evaluation_sets": dg.MetadataValue.md(sets_table(comparisons, deciding)),
-            "recall_per_severity": dg.MetadataValue.md(
-                table(
-                    ["set", "severity", "serving recall", "candidate recall"],
-                    recall_rows(comparisons),
-                )
+            "recall_per_severity": table_value(
+                ["set", "severity", "serving recall", "candidate recall"],
+                recall_rows(comparisons),
             ),
             "accuracy_over_cycles": dg.MetadataValue.md(
                 history_plot(store, cycle, list(comparisons))

@@ -122,7 +122,7 @@ def deployed_student(
         metadata={
             "deployed": True,
             "model_name": published.model_name,
-            "model_version": published.version,
+            "model_version": dg.MetadataValue.int(int(published.version)),
             "previous_version": rollout.previous if rollout.previous is not None else "none",
             "replaced": f"v{serving['model_version']} ({serving['deployed_in']})"
             if serving
@@ -130,7 +130,7 @@ def deployed_student(
             "served": rollout.served,
             "served_by": where,
             "smoke_severity": rollout.smoke.severity if rollout.smoke else "not run",
-            "load_seconds": round(rollout.load_seconds, 2),
+            "load_seconds": dg.MetadataValue.float(round(rollout.load_seconds, 2)),
             "version_path": dg.MetadataValue.path(published.path),
             "adapter_sha256": adapter["adapter_sha256"],
             "adapter_from_cycle": cycle,

@@ -27,6 +27,7 @@ def lineage_audit(context: dg.AssetExecutionContext, store: LineageStore) -> dg.
             "report": dg.MetadataValue.md(report),
             "adapter_sha256": adapter["adapter_sha256"],
             "cycle": adapter["cycle"],
-            "model_version": adapter["model_version"],
+            "model_version": dg.MetadataValue.int(int(adapter["model_version"])),
+            "serving_now": bool(adapter["serving_now"]),
         }
     )

@@ -101,6 +101,11 @@ def materialization_metadata(metrics: Mapping[str, Any], n_examples: int) -> dic
         "early_stopped": bool(metrics["early_stopped"]),
         "best_step": int(metrics["best_step"]),
         "validation_loss": {"raw_value": curve, "type": "json"},
+        # the loss of every step: lora_adapter draws it as a picture
+        "train_loss": {
+            "raw_value": [round(float(x), 6) for x in metrics["losses"]],
+            "type": "json",
+        },
     }
 
 

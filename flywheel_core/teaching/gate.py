@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from flywheel_core.reporting.markdown import table
 from flywheel_core.settings import GateSettings
 from flywheel_core.severity import SEVERITIES
 from flywheel_core.teaching.heldout_sets import REVIEWERS_SET, SEED_SET, concentrated_classes
@@ -103,29 +102,3 @@ def judge(comparisons: dict[str, dict], settings: GateSettings) -> GateVerdict:
         )
     verdict.passed = not verdict.reasons
     return verdict
-
-
-def recall_table(comparison: dict) -> str:
-    inc, cand = comparison["incoming"], comparison["candidate"]
-    rows = [
-        (
-            c,
-            cand["per_class"][c]["support"],
-            f"{inc['per_class'][c]['recall']:.2f}",
-            f"{cand['per_class'][c]['recall']:.2f}",
-            f"{inc['answers'][c]:.0%}",
-            f"{cand['answers'][c]:.0%}",
-        )
-        for c in SEVERITIES
-    ]
-    return table(
-        [
-            "severity",
-            "support",
-            "serving recall",
-            "candidate recall",
-            "serving answers",
-            "candidate answers",
-        ],
-        rows,
-    )

@@ -65,7 +65,7 @@ def test_accuracy_matches_a_recomputation_from_stored_answers(two_cycles):
         assert json.loads(stored["confusion"]) == report["confusion"]
         assert 1 <= stored["proficiency"] <= 10
         metadata = latest_metadata(instance, "exam_evaluation", cycle)
-        assert metadata["accuracy"] == pytest.approx(stored["accuracy"])
+        assert metadata["accuracy (%)"] == pytest.approx(100 * stored["accuracy"], abs=0.01)
 
 
 def test_cycle_two_reads_cycle_one(two_cycles):
@@ -173,3 +173,43 @@ def test_explanation_preference_per_cycle(two_cycles):
     assert "new adapter vs deployed (bootstrap)" in meta["preference"]
     assert "reference (corpus template)" in meta["example_explanations"]
     assert meta["judge"] == "corpus-teacher/1"
+
+
+def test_metadata_a_person_reads_at_a_glance(two_cycles):
+    """Numbers are typed (the UI charts them over partitions), accuracies are percentages, the
+    confusion matrix is a table, the loss curve a picture."""
+    import dagster as dg
+
+    _, store, instance = two_cycles
+
+    def raw(asset: str, cycle: str) -> dict:
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[cycle]), limit=1
+        ).records
+        return records[0].event_log_entry.asset_materialization.metadata
+
+    exam = raw("exam_evaluation", "cycle-2")
+    stored = store.evaluation("cycle-2")
+    assert isinstance(exam["accuracy (%)"], dg.FloatMetadataValue)
+    assert exam["accuracy (%)"].value == pytest.approx(100 * stored["accuracy"], abs=0.01)
+    assert isinstance(exam["proficiency"], dg.IntMetadataValue)
+    confusion = exam["confusion_matrix"]
+    assert isinstance(confusion, dg.TableMetadataValue)
+    assert [c.name for c in confusion.schema.columns][0] == "answer key"
+    counts = sum(v for r in confusion.records for k, v in r.data.items() if k != "answer key")
+    assert counts == 16  # one answer per exam question
+    assert isinstance(exam["per_class"], dg.TableMetadataValue)
+
+    heldout = raw("heldout_evaluation", "cycle-2")
+    for key in ("candidate accuracy (%)", "incoming accuracy (%)", "majority-class accuracy (%)"):
+        assert isinstance(heldout[key], dg.FloatMetadataValue) and 0 <= heldout[key].value <= 100
+    assert isinstance(heldout["heldout_items"], dg.IntMetadataValue)
+    assert isinstance(heldout["recall_per_severity"], dg.TableMetadataValue)
+
+    adapter = raw("lora_adapter", "cycle-2")
+    assert isinstance(adapter["loss_curve"], dg.MarkdownMetadataValue)
+    assert adapter["loss_curve"].value.startswith("![loss per step](data:image/png;base64,")
+    assert len(adapter["train_loss"].value) == 6
+
+    deployed = raw("deployed_student", "cycle-2")
+    assert isinstance(deployed["model_version"], dg.IntMetadataValue)

@@ -34,6 +34,6 @@ def test_one_cycle_with_the_real_student(tmp_path, flywheel_env):
     assert config["max_steps"] == 2 and adapter["steps"] == 2
     meta = latest_metadata(instance, "heldout_evaluation", "bootstrap")
     assert meta["heldout_items"] == 8
-    assert 0.0 <= meta["candidate_accuracy"] <= 1.0
+    assert 0.0 <= meta["candidate accuracy (%)"] <= 100.0
     deployed = latest_metadata(instance, "deployed_student", "bootstrap")
     assert deployed["adapter_sha256"] == adapter["adapter_sha256"]

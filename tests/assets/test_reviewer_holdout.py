@@ -82,7 +82,7 @@ def test_held_out_rows_are_the_reviewers_evaluation_set(fed):
     # Fewer than gate.min_reviewer_items held-out rows: the seed split decides.
     assert results.filter(pl.col("decides"))["eval_set"].unique().to_list() == ["seed"]
     metadata = latest_metadata(instance, "heldout_evaluation", "team-1")
-    assert metadata["reviewers_items"] == held and metadata["gate_decides_on"] == "seed"
+    assert metadata["reviewers items"] == held and metadata["gate_decides_on"] == "seed"
     intake = latest_metadata(instance, "reviewer_feedback", "team-1")
     assert intake["held_out_for_evaluation"] == held
     assert intake["accepted"] + intake["quarantined"] == intake["received"] == 60

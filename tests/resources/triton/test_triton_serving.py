@@ -126,7 +126,8 @@ def test_first_cycle_deploys_v1_and_answers_over_http_and_grpc(flywheel, capsys)
         e for e in result.get_asset_check_evaluations() if e.check_name == "better_than_deployed"
     ]
     assert check.passed
-    assert str(check.metadata["deployed_model"].value).startswith("base:")
+    assert str(check.metadata["serving_model"].value).startswith("base:")
+    assert isinstance(check.metadata["candidate accuracy (%)"], dg.FloatMetadataValue)
     assert flywheel.served() == [1]
     explanations = []
     for protocol in ("http", "grpc"):
