@@ -13,6 +13,7 @@ from pathlib import Path
 import dagster as dg
 
 from flywheel_cli import audit as audit_cli
+from flywheel_cli import cache as cache_cli
 from flywheel_cli import serve as serve_cli
 from flywheel_cli.runner import demo_cycle_keys, persistent_instance, run_cycles
 
@@ -138,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         help="do not start Triton (versions are published, not served)",
     )
     audit_cli.add_parser(sub)
+    cache_cli.add_parser(sub)
     serve_cli.add_parsers(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -145,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_demo(args.home, args.cycles, args.overrides, args.serve)
     if args.command == "audit":
         return audit_cli.run(args)
+    if args.command == "cache":
+        return cache_cli.run(args)
     if args.command in serve_cli.COMMANDS:
         return serve_cli.COMMANDS[args.command](args)
     return 2

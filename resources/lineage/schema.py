@@ -115,6 +115,8 @@ ADDED_COLUMNS: dict[str, list[str]] = {
     "curricula": ["explanation VARCHAR", "explanation_source VARCHAR"],
     # decoding: how the explanation was generated (part of the explanations cache key).
     "explanations": ["decoding VARCHAR"],
+    # redactions: secrets replaced in the call's prompt before it left.
+    "teacher_ledger": ["redactions INTEGER"],
 }
 
 

@@ -69,9 +69,7 @@ def test_two_processes_with_default_concurrency_share_the_store(tmp_path):
     LineageStore(home=str(tmp_path)).query("SELECT 1")  # schema exists before the race
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
-    procs = [
-        ctx.Process(target=_process, args=(str(tmp_path), p, threads, results)) for p in "ab"
-    ]
+    procs = [ctx.Process(target=_process, args=(str(tmp_path), p, threads, results)) for p in "ab"]
     for p in procs:
         p.start()
     for p in procs:
