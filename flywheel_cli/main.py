@@ -15,6 +15,7 @@ import dagster as dg
 from flywheel_cli import audit as audit_cli
 from flywheel_cli import cache as cache_cli
 from flywheel_cli import serve as serve_cli
+from flywheel_cli.errors import one_line, user_error_types
 from flywheel_cli.runner import demo_cycle_keys, persistent_instance, run_cycles
 
 log = logging.getLogger("flywheel")
@@ -143,6 +144,16 @@ def main(argv: list[str] | None = None) -> int:
     serve_cli.add_parsers(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        return _dispatch(args)
+    except user_error_types() as exc:  # the user's mistake: one line, exit 2 (no traceback)
+        if os.environ.get("FLYWHEEL_DEBUG"):
+            raise
+        print(f"flywheel {args.command}: {one_line(exc)}", file=sys.stderr)  # noqa: T201
+        return 2
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         return run_demo(args.home, args.cycles, args.overrides, args.serve)
     if args.command == "audit":
