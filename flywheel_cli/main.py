@@ -88,6 +88,8 @@ def preference_lines(store) -> list[str]:
     )
     for r in rows.iter_rows(named=True):
         wtl = f"{r['wins']}/{r['ties']}/{r['losses']}"
+        if r["invalid"]:
+            wtl += f" ({r['invalid']} skipped)"
         ci = f"{r['differential']:+.2f} [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]"
         lines.append(f"  {r['cycle']:<12} {r['baseline']:<24} {wtl:>9} {ci:>24}")
     return lines
