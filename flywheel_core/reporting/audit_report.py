@@ -115,6 +115,7 @@ def render_influence(batch: str, rows: pl.DataFrame) -> str:
     shown = rows.select(
         "adapter_cycle",
         pl.col("adapter_sha256").str.slice(0, 12),
+        "feedback_rows_used",
         "deployed",
         "model_name",
         "model_version",
@@ -123,7 +124,7 @@ def render_influence(batch: str, rows: pl.DataFrame) -> str:
         [
             f"# Feedback batch {head['batch_cycle']} ({head['file_name']}, "
             f"{head['accepted']} accepted rows)",
-            "Adapters trained on a curriculum that includes it (curricula accumulate):",
+            "Adapters trained on a curriculum that holds its rows (read from the curricula):",
             frame_table(shown),
         ]
     )
