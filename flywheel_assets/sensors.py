@@ -7,7 +7,7 @@ import dagster as dg
 
 from flywheel_assets.assets.step01_reviewer_feedback import reviewer_feedback
 from flywheel_assets.partitions import cycles
-from flywheel_core.feedback.batches import batch_key
+from flywheel_core.feedback.batches import batch_key, skip_reason
 from flywheel_core.hashing import sha256_bytes
 from resources.feedback_landing import FeedbackLanding, LandedFile
 from resources.lineage.feedback import batch_row
@@ -41,6 +41,10 @@ def plan_tick(
     for file in changed:
         if len(plan.new) >= max_new:
             plan.pending += 1
+            continue
+        if reason := skip_reason(file.name):
+            plan.seen[file.name] = file.signature
+            plan.skipped.append(f"{file.name}: {reason}")
             continue
         if file.size == 0:
             plan.seen[file.name] = file.signature

@@ -14,7 +14,9 @@ import dagster as dg
 import yaml
 
 from flywheel_cli import audit as audit_cli
+from flywheel_cli import cache as cache_cli
 from flywheel_cli import serve as serve_cli
+from flywheel_cli.errors import one_line, user_error_types
 from flywheel_cli.instance import persistent_instance
 from flywheel_cli.runner import demo_cycle_keys, run_cycles
 from flywheel_core.settings import merge_overrides
@@ -119,6 +121,8 @@ def preference_lines(store) -> list[str]:
     )
     for r in rows.iter_rows(named=True):
         wtl = f"{r['wins']}/{r['ties']}/{r['losses']}"
+        if r["invalid"]:
+            wtl += f" ({r['invalid']} skipped)"
         ci = f"{r['differential']:+.2f} [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]"
         lines.append(f"  {r['cycle']:<12} {r['baseline']:<24} {wtl:>9} {ci:>24}")
     return lines
@@ -172,13 +176,26 @@ def main(argv: list[str] | None = None) -> int:
         help="do not start Triton (versions are published, not served)",
     )
     audit_cli.add_parser(sub)
+    cache_cli.add_parser(sub)
     serve_cli.add_parsers(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        return _dispatch(args)
+    except user_error_types() as exc:  # the user's mistake: one line, exit 2 (no traceback)
+        if os.environ.get("FLYWHEEL_DEBUG"):
+            raise
+        print(f"flywheel {args.command}: {one_line(exc)}", file=sys.stderr)  # noqa: T201
+        return 2
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         return run_demo(args.home, args.cycles, args.overrides, args.serve)
     if args.command == "audit":
         return audit_cli.run(args)
+    if args.command == "cache":
+        return cache_cli.run(args)
     if args.command in serve_cli.COMMANDS:
         return serve_cli.COMMANDS[args.command](args)
     return 2

@@ -9,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+from flywheel_cli.errors import UserError
 from resources.lineage.deployments import ROLLBACK, deployment_row
 from resources.lineage.store import LineageStore
 from resources.triton import production
@@ -82,7 +83,11 @@ def run_serve(args: argparse.Namespace) -> int:
     repo = repository_for(server)
     if args.action == "start":
         pid = server.start()
-        version = load_pinned(repo, server)
+        try:
+            version = load_pinned(repo, server)
+        except Exception:
+            server.stop()  # refused the version: do not leave the server we started running
+            raise
         loaded = f"{repo.model_name} v{version}" if version else "no model version yet"
         _out(f"tritonserver pid {pid} ready on http {server.http_url}, grpc {server.grpc_url}")
         _out(f"serving {loaded} from {server.repository_dir}")
@@ -101,6 +106,8 @@ def run_rollback(args: argparse.Namespace) -> int:
     server = server_for(args)
     repo = repository_for(server)
     store = LineageStore(home=str(args.home.resolve()))
+    if not store.db_path.is_file():  # never create an empty store at a mistyped --home
+        raise UserError(f"no lineage store at {store.db_path} (check --home / FLYWHEEL_HOME)")
     target = store.find_deployment(args.target)
     version = int(target["model_version"])
     rollout = go_live(repo, server, version, quarantine_on_failure=False)
@@ -122,6 +129,8 @@ def run_rollback(args: argparse.Namespace) -> int:
 
 
 def _read_code(source: str) -> str:
+    if source != "-" and not Path(source).is_file():
+        raise UserError(f"--code {source}: no such file")
     return sys.stdin.read() if source == "-" else Path(source).read_text()
 
 

@@ -15,7 +15,7 @@ from flywheel_core.reporting.markdown import table
 from flywheel_core.severity import SEVERITIES
 from resources.config import FlywheelConfig
 from resources.lineage.store import LineageStore
-from resources.teacher.base import Teacher
+from resources.teacher.base import Teacher, TeacherFailure
 
 VERSION = f"2-{prompts_version('exam_generation')}"
 
@@ -65,7 +65,11 @@ def exam(
             {c: v["f1"] for c, v in previous["per_class"].items()} if previous else None
         ),
     )
-    result = teacher.write_exam(request, settings.teacher)
+    try:
+        result = teacher.write_exam(request, settings.teacher)
+    except TeacherFailure as failure:  # keep what the teacher got wrong, then fail
+        store.store_quarantine(cycle, "exam", VERSION, failure.quarantine)
+        raise
     exam_id, rows = exam_rows(cycle, result)
     store.replace_rows("exams", rows, cycle=cycle)
     store.store_quarantine(cycle, "exam", VERSION, result.quarantine)

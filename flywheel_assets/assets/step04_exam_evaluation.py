@@ -28,7 +28,7 @@ from flywheel_core.severity import SEVERITIES
 from flywheel_core.teaching.metrics import classification_report
 from resources.config import FlywheelConfig
 from resources.lineage.store import LineageStore
-from resources.teacher.base import Teacher
+from resources.teacher.base import Teacher, TeacherFailure
 
 VERSION = f"1-{prompts_version('exam_evaluation')}"
 
@@ -89,7 +89,11 @@ def exam_evaluation(
         num_new_examples=settings.curriculum.new_examples_per_cycle,
         min_share_per_class=settings.exam.min_share_per_class,
     )
-    result = teacher.evaluate_exam(request, settings.teacher)
+    try:
+        result = teacher.evaluate_exam(request, settings.teacher)
+    except TeacherFailure as failure:  # keep what the teacher got wrong, then fail
+        store.store_quarantine(cycle, "exam_evaluation", VERSION, failure.quarantine)
+        raise
     exam_id = graded["exam_id"][0]
     store.replace_rows(
         "evaluations", pl.DataFrame([evaluation_row(cycle, exam_id, report, result)]), cycle=cycle

@@ -19,6 +19,8 @@ import polars as pl
 from flywheel_assets.assets.step05_curriculum import curriculum
 from flywheel_assets.partitions import cycle_asset
 from flywheel_core.hashing import sha256_file
+from flywheel_core.ml.adapter_files import canonicalize_adapter_config
+from flywheel_core.ml.checkpoints import clear_checkpoints
 from flywheel_core.ml.finetune_job import FineTuneJob, checkpoint_dir, job_fingerprint
 from flywheel_core.ml.student import Student
 from flywheel_core.prompts import prompt_sha256
@@ -181,7 +183,9 @@ def lora_adapter(
         f"{previous['adapter_sha256'][:12] if previous else 'none (fresh LoRA)'}"
     )
     reported = finetune.launch(context, job)
+    canonicalize_adapter_config(Path(job.output_dir))  # also for adapters other trainers wrote
     ref = artifacts.put_dir(Path(job.output_dir), "adapters")
+    clear_checkpoints(Path(job.checkpoint_dir))  # only now: a failed upload can still resume
     metrics = {key: _value(entry) for key, entry in (reported.metadata or {}).items()}
     row = adapter_row(
         cycle,

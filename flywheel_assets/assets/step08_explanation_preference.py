@@ -202,8 +202,10 @@ def explanation_preference(
     store.replace_rows("explanation_judgements", pl.DataFrame(judged), cycle=cycle)
     store.replace_rows("preference_results", pl.DataFrame(results), cycle=cycle)
     base = prefs["base model"]
+    skipped = f" ({base.invalid} not judged: no valid verdict or budget spent)"
     context.log.info(
-        f"explanations: new adapter vs base model {base.wins}W/{base.ties}T/{base.losses}L, "
+        f"explanations: new adapter vs base model {base.wins}W/{base.ties}T/{base.losses}L"
+        f"{skipped if base.invalid else ''}, "
         f"differential {base.differential:+.2f} [{base.ci_low:+.2f}, {base.ci_high:+.2f}]"
     )
     deployed = next((p for n, p in prefs.items() if n != "base model"), None)

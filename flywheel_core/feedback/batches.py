@@ -10,8 +10,16 @@ HASH_CHARS = 12
 
 
 def is_feedback_file(name: str) -> bool:
-    base = name.rsplit("/", 1)[-1]
-    return base.lower().endswith(SUFFIXES) and not base.startswith(".")
+    """A name with a feedback suffix; a hidden one is listed too, so its skip can say why."""
+    return name.rsplit("/", 1)[-1].lower().endswith(SUFFIXES)
+
+
+def skip_reason(name: str) -> str | None:
+    """Why a feedback-named file is not landed (None: it is), e.g. `..x..jsonl` or an upload
+    tool's hidden temporary file."""
+    if name.rsplit("/", 1)[-1].startswith("."):
+        return "hidden file (its name starts with '.'): rename it without the dot to land it"
+    return None
 
 
 def batch_key(name: str, sha256: str) -> str:

@@ -51,9 +51,9 @@ import torch
 from pydantic import BaseModel, Field
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
 
+from flywheel_core.ml.adapter_files import canonicalize_adapter_config
 from flywheel_core.ml.base_model import load_tokenizer
 from flywheel_core.ml.checkpoints import (
-    clear_checkpoints,
     load_latest_checkpoint,
     load_trainable_state,
     restore_rng_state,
@@ -556,7 +556,8 @@ def train_lora(
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output_dir)
-    clear_checkpoints(config.checkpoint_dir)
+    canonicalize_adapter_config(output_dir)  # same adapter, same bytes, same sha256
+    # The checkpoints stay until the adapter is safely stored (the caller clears them then).
     return _metrics(config, trainer, state, loop_s, time.perf_counter() - start)
 
 

@@ -125,6 +125,7 @@ def render_influence(batch: str, rows: pl.DataFrame) -> str:
     shown = rows.select(
         "adapter_cycle",
         pl.col("adapter_sha256").str.slice(0, 12),
+        "feedback_rows_used",
         "deployed",
         "serving_now",
         "model_name",
@@ -138,7 +139,7 @@ def render_influence(batch: str, rows: pl.DataFrame) -> str:
     return "\n\n".join(
         [
             f"# Feedback batch {head['batch_cycle']} ({source})",
-            "Adapters trained on a curriculum that includes it (curricula accumulate):",
+            "Adapters trained on a curriculum that holds its rows (read from the curricula):",
             frame_table(shown),
         ]
     )

@@ -81,8 +81,11 @@ def data_block(payload: Any, redactor: Redactor | None) -> str:
     return text.replace("<<<", "\\u003c\\u003c\\u003c").replace(">>>", "\\u003e\\u003e\\u003e")
 
 
-def item_payload(item: dict, with_severity: bool = True) -> dict:
-    out = {"item_id": item["item_id"], "code": item["code"][:MAX_CODE_CHARS]}
+def item_payload(item: dict, redactor: Redactor | None, with_severity: bool = True) -> dict:
+    """The item as shown to the teacher: code redacted first, then cut to MAX_CODE_CHARS (cut
+    first, a secret at the cut would no longer match its pattern and half of it would leave)."""
+    code = redact_strings(item["code"], redactor)[:MAX_CODE_CHARS]
+    out = {"item_id": item["item_id"], "code": code}
     out["review"] = item["review"]
     if with_severity:
         out["severity"] = item["severity"]
@@ -103,7 +106,7 @@ def exam_prompt(
         previous_feedback=redact_strings(previous_feedback or "none yet", redactor),
         num_questions=sum(counts.values()),
         allocation=json.dumps(counts),
-        data_source=data_block([item_payload(c) for c in candidates], redactor),
+        data_source=data_block([item_payload(c, redactor) for c in candidates], redactor),
     )
 
 
@@ -123,7 +126,7 @@ def evaluation_prompt(
     }
     results = [
         {
-            **item_payload(q, with_severity=False),
+            **item_payload(q, redactor, with_severity=False),
             "answer_key": q["severity"],
             "student_answer": q["predicted"],
         }
@@ -138,7 +141,7 @@ def evaluation_prompt(
         results=data_block(results, redactor),
         num_examples=sum(counts.values()),
         allocation=json.dumps(counts),
-        data_source=data_block([item_payload(c) for c in candidates], redactor),
+        data_source=data_block([item_payload(c, redactor) for c in candidates], redactor),
     )
 
 
@@ -150,7 +153,7 @@ def judge_prompt(
     redactor: Redactor | None,
 ) -> str:
     payload = {
-        "finding": item_payload(item),
+        "finding": item_payload(item, redactor),
         "explanation_A": explanation_a,
         "explanation_B": explanation_b,
     }

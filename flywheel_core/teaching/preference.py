@@ -1,12 +1,14 @@
 """Pairwise preference between two models' explanations: order-swapped verdicts and the tally.
 
 Every pair is judged twice, once with each explanation shown first. A verdict that changes with
-the order is position bias, not a preference, and counts as a tie; so does a pair for which no
-valid verdict came back (it is also counted as invalid). Over n pairs with w wins, t ties and
-l losses for the candidate, the preference differential is ``(w - l) / n`` in [-1, 1]: the mean
-of per-pair scores +1 / 0 / -1. Its 95% confidence interval is the normal interval of that
-mean (sample standard deviation of the scores), clipped to [-1, 1]; with a handful of pairs it
-is wide, which is the honest answer.
+the order is position bias, not a preference, and counts as a tie. A pair for which no valid
+verdict came back (a bad reply, or a call skipped because the teacher's budget was spent) was
+not judged: it is counted as invalid, never as a tie, and stays out of the differential and its
+interval. Over the n judged pairs with w wins, t ties and l losses for the candidate, the
+preference differential is ``(w - l) / n`` in [-1, 1]: the mean of per-pair scores +1 / 0 / -1.
+Its 95% confidence interval is the normal interval of that mean (sample standard deviation of
+the scores), clipped to [-1, 1]; with a handful of pairs it is wide, which is the honest answer.
+With no judged pair it is 0 with the interval [-1, 1] (nothing is known).
 """
 
 from __future__ import annotations
@@ -66,12 +68,13 @@ def tally(results: Sequence[PairResult]) -> Preference:
     wins = sum(r.winner == "candidate" for r in results)
     losses = sum(r.winner == "baseline" for r in results)
     invalid = sum(r.winner is None for r in results)
-    n = len(results)
-    ties = n - wins - losses
+    ties = sum(r.winner == "tie" for r in results)
+    judged = [r for r in results if r.winner is not None]
+    n = len(judged)
     if n == 0:
-        return Preference(0, 0, 0, 0, 0, 0.0, -1.0, 1.0)
+        return Preference(len(results), 0, 0, 0, invalid, 0.0, -1.0, 1.0)
     points = {"candidate": 1, "baseline": -1}
-    scores = [points.get(r.winner or "", 0) for r in results]
+    scores = [points.get(r.winner or "", 0) for r in judged]
     mean = sum(scores) / n
     if n > 1:
         sd = math.sqrt(sum((s - mean) ** 2 for s in scores) / (n - 1))
@@ -79,7 +82,7 @@ def tally(results: Sequence[PairResult]) -> Preference:
     else:
         half = 2.0
     return Preference(
-        pairs=n,
+        pairs=len(results),
         wins=wins,
         ties=ties,
         losses=losses,

@@ -106,29 +106,36 @@ class CycleQueries:
         return {**row, "per_class": json.loads(row["per_class"])}
 
     def previous_evaluation(self, cycle: str) -> dict | None:
-        prev = self.previous_cycle(cycle, "evaluations")
+        prev = self.predecessor(cycle)
         return None if prev is None else self.evaluation(prev)
 
     # -- curriculum ----------------------------------------------------------------------------
     def previous_curriculum(self, cycle: str) -> tuple[str | None, pl.DataFrame]:
-        prev = self.previous_cycle(cycle, "curricula")
+        prev = self.predecessor(cycle)
         frame = self.query(
             "SELECT * FROM curricula WHERE cycle = ? ORDER BY example_id", [prev or ""]
         )
         return prev, frame
 
     def new_curriculum_rows(self, cycle: str) -> pl.DataFrame:
-        """This cycle's additions: teacher examples and accepted reviewer feedback (minus the
-        rows held out for evaluation)."""
+        """This cycle's additions: its teacher examples, and the accepted reviewer feedback of
+        this and EVERY earlier cycle (arrival order), minus the rows held out for evaluation, so
+        no batch drops out of the curriculum even when its cycle ran after a later one; rows
+        already in the previous curriculum keep their first occurrence there."""
         return self.query(
             """
             SELECT item_id, 'teacher' AS origin, cycle AS added_in_cycle, code, review, severity,
                    explanation, explanation_source
             FROM teacher_examples WHERE cycle = ?
             UNION ALL
-            SELECT item_id, 'feedback' AS origin, cycle AS added_in_cycle, code, review, severity,
-                   explanation, CASE WHEN explanation IS NULL THEN NULL ELSE 'reviewer' END
-            FROM feedback WHERE cycle = ? AND NOT coalesce(heldout, false)
+            SELECT * FROM (
+                SELECT f.item_id, 'feedback' AS origin, f.cycle AS added_in_cycle, f.code,
+                       f.review, f.severity, f.explanation,
+                       CASE WHEN f.explanation IS NULL THEN NULL ELSE 'reviewer' END
+                FROM feedback f JOIN cycles c ON c.cycle = f.cycle
+                WHERE c.seq <= (SELECT seq FROM cycles WHERE cycle = ?)
+                  AND NOT coalesce(f.heldout, false)
+                ORDER BY c.seq, f.line_no)
             """,
             [cycle, cycle],
         )
@@ -158,7 +165,7 @@ class CycleQueries:
         return None if rows.is_empty() else rows.row(0, named=True)
 
     def previous_adapter(self, cycle: str) -> dict | None:
-        prev = self.previous_cycle(cycle, "adapters")
+        prev = self.predecessor(cycle)
         return None if prev is None else self.adapter(prev)
 
     def adapters_in_order(self) -> pl.DataFrame:

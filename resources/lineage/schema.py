@@ -135,6 +135,8 @@ ADDED_COLUMNS: dict[str, list[str]] = {
         "delta_high DOUBLE",
         "decides BOOLEAN",
     ],
+    # redactions: secrets replaced in the call's prompt before it left.
+    "teacher_ledger": ["redactions INTEGER"],
 }
 
 

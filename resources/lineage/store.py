@@ -181,14 +181,22 @@ class LineageStore(
 
     # -- cycle order -------------------------------------------------------------------------
     def register_cycle(self, cycle: str) -> int:
-        """The cycle's position in the flywheel; a re-materialized cycle keeps its place."""
-        with self.connect() as con:
+        """The cycle's position in the flywheel (arrival order); a re-materialized cycle keeps its
+        place. One transaction, so two processes registering at once get distinct places."""
+        seqs: list[int] = []
+
+        def action(con: duckdb.DuckDBPyConnection) -> None:
+            seqs.clear()
             row = con.execute("SELECT seq FROM cycles WHERE cycle = ?", [cycle]).fetchone()
             if row:
-                return int(row[0])
+                seqs.append(int(row[0]))
+                return
             seq = con.execute("SELECT coalesce(max(seq), 0) + 1 FROM cycles").fetchone()[0]
             con.execute("INSERT INTO cycles VALUES (?, ?, ?)", [cycle, seq, datetime.now(UTC)])
-            return int(seq)
+            seqs.append(int(seq))
+
+        self.write(action, f"cycles {cycle}")
+        return seqs[0]
 
     def cycle_seq(self, cycle: str) -> int:
         rows = self.query("SELECT seq FROM cycles WHERE cycle = ?", [cycle])
@@ -211,6 +219,12 @@ class LineageStore(
             [self.cycle_seq(cycle)],
         )
         return None if rows.is_empty() else str(rows["cycle"][0])
+
+    def predecessor(self, cycle: str) -> str | None:
+        """The cycle this one builds on: the last earlier cycle (arrival order) that completed,
+        i.e. has its adapter; a cycle still running or failed before training is skipped, so
+        its exam or curriculum never mixes with another cycle's adapter."""
+        return self.previous_cycle(cycle, "adapters")
 
     def cycles_up_to(self, cycle: str) -> list[str]:
         rows = self.query(

@@ -66,15 +66,23 @@ VIEWS: dict[str, str] = {
         LEFT JOIN adapter_deployments d
             ON d.cycle = a.cycle AND d.adapter_sha256 = a.adapter_sha256
     """,
-    # Curricula accumulate, so a batch influences every adapter of its cycle and later ones.
+    # What a cycle's batch really went into: the curricula holding rows it added (its reviewer
+    # feedback, its teacher examples), and the adapters trained on those curricula.
     "feedback_influence": """
+        WITH used AS (
+            SELECT cycle AS curriculum_cycle, added_in_cycle,
+                   count(*) FILTER (WHERE origin = 'feedback') AS feedback_rows_used,
+                   count(*) AS rows_used
+            FROM curricula GROUP BY 1, 2)
         SELECT s.cycle AS batch_cycle, s.file_name, s.batch_sha256, s.accepted,
+               u.feedback_rows_used, u.rows_used,
                a.cycle AS adapter_cycle, ca.seq AS adapter_seq, a.adapter_sha256,
                d.model_name, d.model_version, d.deployed_at, d.model_version IS NOT NULL
                    AS deployed, coalesce(d.serving_now, false) AS serving_now
         FROM feedback_batch_summary s
-        JOIN cycles ca ON ca.seq >= s.seq
-        JOIN adapters a ON a.cycle = ca.cycle
+        JOIN used u ON u.added_in_cycle = s.cycle
+        JOIN adapters a ON a.curriculum_cycle = u.curriculum_cycle
+        JOIN cycles ca ON ca.cycle = a.cycle
         LEFT JOIN adapter_deployments d
             ON d.cycle = a.cycle AND d.adapter_sha256 = a.adapter_sha256
     """,

@@ -16,11 +16,21 @@ from flywheel_core.domain import (
     ExamResult,
     JudgeRequest,
     JudgeVerdict,
+    QuarantinedOutput,
 )
 from flywheel_core.prompts import prompt_sha256
 from flywheel_core.settings import TeacherSettings
 from flywheel_core.teacher import corpus
 from flywheel_core.teaching.preference import judge_both_orders
+
+
+class TeacherFailure(dg.Failure):
+    """The teacher produced nothing usable; carries what it quarantined, so the asset can still
+    store those rows before failing (they say why)."""
+
+    def __init__(self, description: str, quarantine: list[QuarantinedOutput]) -> None:
+        super().__init__(description=description)
+        self.quarantine = quarantine
 
 
 class Teacher(dg.ConfigurableResource, ABC):

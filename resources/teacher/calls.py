@@ -1,5 +1,9 @@
 """Run a batch of teacher calls: cache first, then the endpoint under a budget, all in the ledger.
 
+A reply is not cached here: the teacher parses and validates it first and then `settle`s the
+batch, which caches only the replies that were fully usable and drops cached ones that were not,
+so a call whose reply failed or was partly quarantined is sent again next time.
+
 Only the calling thread touches DuckDB; worker threads do nothing but HTTP. At most
 `max_concurrency` calls are in flight, and a new one starts only while the cycle's spend
 (ledger + this batch) is under budget, so a budget can be overshot by at most the calls already
@@ -22,6 +26,7 @@ from resources.teacher.ledger import (
     cache_key,
     cost_usd,
     cycle_spend,
+    forget,
     lookup,
     record,
     remember,
@@ -35,6 +40,7 @@ class PreparedCall:
     call_key: str  # e.g. "exam/major/0": stable name of the call within the asset
     prompt: str
     schema: dict | None
+    redactions: int = 0  # secrets replaced in the prompt (recorded in the ledger)
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,10 @@ class CallOutcome:
     text: str | None  # None: failed or skipped
     output_mode: str | None = None
     error: str | None = None
+    skipped: bool = False  # not sent: the cycle's budget was spent
+    cache_key: str | None = None
+    fresh: CachedReply | None = None  # a reply from the endpoint, cached only once it validated
+    cached: bool = False  # the reply came from the cache
 
 
 @dataclass(frozen=True)
@@ -94,8 +104,8 @@ def run_calls(batch: Batch, calls: list[PreparedCall], usage: TeacherUsage) -> l
 def _hit(batch: Batch, call: PreparedCall, key: str, reply: CachedReply, usage: TeacherUsage):
     usage.cache_hits += 1
     usage.output_modes[reply.output_mode] = usage.output_modes.get(reply.output_mode, 0) + 1
-    _ledger(batch, call.call_key, key, 0, 0, 0.0, cached=True, retries=0, outcome="cached")
-    return CallOutcome(call.call_key, reply.text, reply.output_mode)
+    _ledger(batch, call, key, 0, 0, 0.0, cached=True, retries=0, outcome="cached")
+    return CallOutcome(call.call_key, reply.text, reply.output_mode, cache_key=key, cached=True)
 
 
 def _send_all(
@@ -135,8 +145,8 @@ def _finish(
         usage.failed_calls += 1
         usage.retries += exc.retries
         log.warning("teacher call %s failed: %s", call.call_key, exc)
-        _ledger(batch, call.call_key, key, 0, 0, 0.0, False, exc.retries, f"failed: {exc}")
-        return CallOutcome(call.call_key, None, error=str(exc))
+        _ledger(batch, call, key, 0, 0, 0.0, False, exc.retries, f"failed: {exc}")
+        return CallOutcome(call.call_key, None, error=str(exc), cache_key=key)
     cost = cost_usd(
         done.prompt_tokens,
         done.completion_tokens,
@@ -149,10 +159,9 @@ def _finish(
     usage.cost_usd += cost
     usage.output_modes[done.output_mode] = usage.output_modes.get(done.output_mode, 0) + 1
     reply = CachedReply(done.text, done.output_mode, done.prompt_tokens, done.completion_tokens)
-    remember(batch.store, key, batch.model, reply)
     _ledger(
         batch,
-        call.call_key,
+        call,
         key,
         done.prompt_tokens,
         done.completion_tokens,
@@ -161,18 +170,35 @@ def _finish(
         done.retries,
         "ok" if done.finish_reason != "length" else "ok: truncated (length)",
     )
-    return CallOutcome(call.call_key, done.text, done.output_mode)
+    # A reply cut at max_tokens is never cached, whatever the parser makes of it.
+    fresh = reply if done.finish_reason != "length" else None
+    return CallOutcome(call.call_key, done.text, done.output_mode, cache_key=key, fresh=fresh)
 
 
 def _skip(batch: Batch, call: PreparedCall, key: str, why: str, usage: TeacherUsage):
     usage.skipped_calls += 1
-    _ledger(batch, call.call_key, key, 0, 0, 0.0, False, 0, f"skipped: {why}")
-    return CallOutcome(call.call_key, None, error=f"skipped: {why}")
+    _ledger(batch, call, key, 0, 0, 0.0, False, 0, f"skipped: {why}")
+    return CallOutcome(call.call_key, None, error=f"skipped: {why}", skipped=True, cache_key=key)
+
+
+def settle(
+    store: LineageStore, model: str, outcomes: list[CallOutcome], usable: list[bool]
+) -> None:
+    """Cache the fresh replies that were fully usable; drop cached replies that were not (a
+    cache entry written before validation existed, or one the current rules now reject)."""
+    stale = []
+    for outcome, ok in zip(outcomes, usable, strict=True):
+        if ok and outcome.fresh is not None and outcome.cache_key:
+            remember(store, outcome.cache_key, model, outcome.fresh)
+        elif not ok and outcome.cached and outcome.cache_key:
+            stale.append(outcome.cache_key)
+    if stale:
+        forget(store, stale)
 
 
 def _ledger(
     batch: Batch,
-    call_key: str,
+    call: PreparedCall,
     key: str,
     prompt_tokens: int,
     completion_tokens: int,
@@ -184,7 +210,7 @@ def _ledger(
     entry = LedgerEntry(
         batch.cycle,
         batch.asset,
-        call_key,
+        call.call_key,
         key,
         batch.model,
         prompt_tokens,
@@ -193,5 +219,6 @@ def _ledger(
         cached,
         retries,
         outcome,
+        call.redactions,
     )
     record(batch.store, entry)

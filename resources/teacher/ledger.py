@@ -33,6 +33,7 @@ class LedgerEntry:
     cached: bool
     retries: int
     outcome: str  # ok | cached | failed: <why> | skipped: <why>
+    redactions: int = 0  # secrets replaced in the prompt before it was sent
 
 
 def cache_key(model: str, prompt: str, params: dict) -> str:
@@ -74,6 +75,56 @@ def remember(store: LineageStore, key: str, model: str, reply: CachedReply) -> N
         "created_at": datetime.now(UTC).replace(tzinfo=None),
     }
     store.replace_rows("teacher_cache", pl.DataFrame([row]), key=key)
+
+
+def forget(store: LineageStore, keys: list[str]) -> None:
+    """Drop cache entries (a reply that turned out unusable is asked for again next time)."""
+    store.write(
+        lambda con: con.execute(
+            "DELETE FROM teacher_cache WHERE key IN (SELECT unnest(?::VARCHAR[]))", [keys]
+        ),
+        "teacher_cache",
+    )
+
+
+def _cache_filter(cycle: str | None, asset: str | None) -> tuple[str, list]:
+    """Cache keys used by the cycle's / asset's calls (read from the ledger, which names them)."""
+    clauses, params = [], []
+    for column, value in (("cycle", cycle), ("asset", asset)):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    where = " AND ".join(clauses) or "TRUE"
+    return f"SELECT DISTINCT cache_key FROM teacher_ledger WHERE {where}", params
+
+
+def cache_entries(
+    store: LineageStore, cycle: str | None = None, asset: str | None = None
+) -> pl.DataFrame:
+    """Cached replies (one row each) with the cycles and assets whose calls used them."""
+    used, params = _cache_filter(cycle, asset)
+    scope = "TRUE" if cycle is None and asset is None else f"c.key IN ({used})"
+    return store.query(
+        f"""
+        SELECT c.key, c.model, c.output_mode, c.prompt_tokens, c.completion_tokens,
+               c.created_at, length(c.response) AS response_chars,
+               (SELECT string_agg(DISTINCT l.cycle, ',' ORDER BY l.cycle) FROM teacher_ledger l
+                WHERE l.cache_key = c.key) AS cycles,
+               (SELECT string_agg(DISTINCT l.asset, ',' ORDER BY l.asset) FROM teacher_ledger l
+                WHERE l.cache_key = c.key) AS assets
+        FROM teacher_cache c WHERE {scope} ORDER BY c.created_at, c.key
+        """,
+        params,
+    )
+
+
+def clear_cache(store: LineageStore, cycle: str | None = None, asset: str | None = None) -> int:
+    """Delete the cached replies used by the cycle / asset (all of them with neither); the next
+    materialization sends those calls again. Returns how many entries were deleted."""
+    keys = cache_entries(store, cycle, asset)["key"].to_list()
+    if keys:
+        forget(store, keys)
+    return len(keys)
 
 
 def record(store: LineageStore, entry: LedgerEntry) -> None:

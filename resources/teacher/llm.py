@@ -50,8 +50,8 @@ from flywheel_core.teaching.metrics import proficiency as code_proficiency
 from flywheel_core.teaching.metrics import written_feedback
 from flywheel_core.teaching.preference import judge_both_orders
 from resources.lineage.store import LineageStore
-from resources.teacher.base import Teacher
-from resources.teacher.calls import Batch, Budget, CallOutcome, PreparedCall, run_calls
+from resources.teacher.base import Teacher, TeacherFailure
+from resources.teacher.calls import Batch, Budget, CallOutcome, PreparedCall, run_calls, settle
 from resources.teacher.client import RetryPolicy, complete
 
 DEFAULT_MODEL = "gpt-4o"
@@ -119,9 +119,12 @@ class LLMTeacher(Teacher):
         usage = TeacherUsage()
         outcomes = self._call(request.cycle, "exam", chunks, render, EXAM_SCHEMA, usage, settings)
         rules = Rules(pool={item.item_id: item for item in request.pool})
-        accepted = self._accept_all(chunks, outcomes, "questions", rules, usage)
+        accepted, parsed = self._accept_all(chunks, outcomes, "questions", rules, usage)
+        self._settle(chunks, outcomes, parsed, accepted)
         if not accepted.items:
-            raise dg.Failure(self._nothing("exam", outcomes, accepted, usage))
+            raise TeacherFailure(
+                self._nothing("exam", outcomes, accepted, usage), accepted.quarantine
+            )
         return ExamResult(
             questions=accepted.items,
             allocation=allocation,
@@ -174,8 +177,11 @@ class LLMTeacher(Teacher):
                     accepted,
                 )
         grade = _first_grade(chunks, parsed, accepted)
+        self._settle(chunks, outcomes, parsed, accepted)
         if not accepted.items and grade is None:
-            raise dg.Failure(self._nothing("exam_evaluation", outcomes, accepted, usage))
+            raise TeacherFailure(
+                self._nothing("exam_evaluation", outcomes, accepted, usage), accepted.quarantine
+            )
         notes = self._notes(accepted, usage, len(accepted.items), request.num_new_examples)
         if grade is None:
             notes += " Proficiency and feedback by code: the teacher gave no valid ones."
@@ -199,7 +205,9 @@ class LLMTeacher(Teacher):
         outcomes = self._call(request.cycle, "judge", chunks, render, JUDGE_SCHEMA, usage, settings)
         # Both calls ran concurrently; each reply is read in the order it was shown, and the
         # shared rule maps the swapped one back and combines them.
-        replies = iter([_verdict(o, swapped=False) for o in outcomes])
+        verdicts = [_verdict(o, swapped=False) for o in outcomes]
+        settle(self.store, self.model, outcomes, [v[0] is not None for v in verdicts])
+        replies = iter(verdicts)
         return self._judge_verdict(*judge_both_orders(lambda a, b: next(replies), "A", "B"), usage)
 
     def judge_once(self, request: JudgeRequest, settings: TeacherSettings) -> JudgeVerdict:
@@ -210,7 +218,9 @@ class LLMTeacher(Teacher):
         (outcome,) = self._call(
             request.cycle, "judge", chunks, render, JUDGE_SCHEMA, usage, settings
         )
-        return self._judge_verdict(*_verdict(outcome, swapped=False), usage)
+        verdict = _verdict(outcome, swapped=False)
+        settle(self.store, self.model, [outcome], [verdict[0] is not None])
+        return self._judge_verdict(*verdict, usage)
 
     def _judge_verdict(self, winner: str | None, reason: str, usage: TeacherUsage) -> JudgeVerdict:
         """No valid verdict (None) reads as an invalid tie."""
@@ -272,7 +282,8 @@ class LLMTeacher(Teacher):
             for kind, n in (redactor.counts if redactor else {}).items():
                 usage.redactions[kind] = usage.redactions.get(kind, 0) + n
                 blocked.append(f"{chunk.call_key}: {n} {kind}")
-            calls.append(PreparedCall(chunk.call_key, prompt, schema))
+            redactions = redactor.total if redactor else 0
+            calls.append(PreparedCall(chunk.call_key, prompt, schema, redactions))
         if blocked and privacy_policy == "block":
             raise dg.Failure(
                 f"privacy policy 'block': secrets found in the data for {asset} "
@@ -335,13 +346,29 @@ class LLMTeacher(Teacher):
         list_key: str,
         rules: Rules,
         usage: TeacherUsage,
-    ) -> Accepted:
+    ) -> tuple[Accepted, list[Parsed | None]]:
         accepted, used = Accepted(), set()
-        for chunk, reply in zip(chunks, self._parse_all(outcomes, list_key, usage), strict=True):
+        parsed = self._parse_all(outcomes, list_key, usage)
+        for chunk, reply in zip(chunks, parsed, strict=True):
             if reply is not None:
                 limit = sum(chunk.counts.values())
                 accept(reply, list_key, limit, rules, used, chunk.call_key, accepted)
-        return accepted
+        return accepted, parsed
+
+    def _settle(
+        self,
+        chunks: list[Chunk],
+        outcomes: list[CallOutcome],
+        parsed: list[Parsed | None],
+        accepted: Accepted,
+    ) -> None:
+        """Cache a reply only when it parsed and none of it was quarantined."""
+        bad = {q.call_key for q in accepted.quarantine}
+        usable = [
+            reply is not None and reply.document is not None and chunk.call_key not in bad
+            for chunk, reply in zip(chunks, parsed, strict=True)
+        ]
+        settle(self.store, self.model, outcomes, usable)
 
     @staticmethod
     def _notes(accepted: Accepted, usage: TeacherUsage, got: int, wanted: int) -> str:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import re
 import shutil
 import site
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from string import Template
 
@@ -77,9 +81,7 @@ class TritonModelRepository(dg.ConfigurableResource):
         """Point config.pbtxt at `version` (atomically; Triton reads it on the next load)."""
         if version not in self.versions():
             raise dg.Failure(f"{self.model_name} has no version {version} in {self.model_dir()}")
-        tmp = self.model_dir() / ".config.pbtxt.tmp"
-        tmp.write_text(self.render_config(version))
-        tmp.replace(self.config_path())
+        _write_atomically(self.config_path(), self.render_config(version))
 
     def pinned_version(self) -> int | None:
         """The version config.pbtxt pins (None: no config yet, or not pinned)."""
@@ -105,9 +107,10 @@ class TritonModelRepository(dg.ConfigurableResource):
     def quarantine(self, version: int) -> Path:
         """Move a version that failed to go live out of Triton's sight (`.failed-<v>-<n>`)."""
         src = self.model_dir() / str(version)
-        n = sum(1 for p in self.model_dir().glob(f".failed-{version}-*"))
-        dst = self.model_dir() / f".failed-{version}-{n}"
-        src.rename(dst)
+        with self._locked():
+            n = sum(1 for p in self.model_dir().glob(f".failed-{version}-*"))
+            dst = self.model_dir() / f".failed-{version}-{n}"
+            src.rename(dst)
         return dst
 
     def publish(
@@ -118,39 +121,65 @@ class TritonModelRepository(dg.ConfigurableResource):
         max_prompt_tokens: int,
         extra: dict | None = None,
     ) -> PublishedVersion:
-        """Write `<model>/<next version>/` with the adapter, verified against its sha256."""
+        """Write `<model>/<next version>/` with the adapter, verified against its sha256.
+
+        Safe across processes: everything is written into a staging folder of its own (never a
+        numeric name, so Triton ignores it), and only then renamed into place under the
+        repository's lock, where the version number is also allocated; a version folder is
+        therefore complete from the moment it exists, and no two publishes get one number.
+        """
         template_dir = TEMPLATES_DIR / self.template
         model_dir = self.model_dir()
         model_dir.mkdir(parents=True, exist_ok=True)
-        if not self.config_path().is_file():
-            self.config_path().write_text(self.render_config(None))
-        version = self._next_version()
-        staging = model_dir / f".staging-{version}"
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(adapter_dir, staging / "adapter")
-        copied_sha = sha256_dir(staging / "adapter")
-        if copied_sha != adapter_sha256:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise dg.Failure(
-                f"adapter copy sha256 {copied_sha} does not match the recorded {adapter_sha256}; "
-                "nothing was published"
-            )
-        shutil.copy2(template_dir / "model.py", staging / "model.py")
-        deployment = {
-            "adapter_sha256": adapter_sha256,
-            "base_model_path": str(base_model_path),
-            "max_prompt_tokens": max_prompt_tokens,
-            "batch_size": self.max_batch_size,
-            "max_batch_tokens": self.max_batch_tokens,
-            "python_paths": [str(PROJECT_ROOT), *site.getsitepackages()],
-            **(extra or {}),
-        }
-        (staging / "deployment.json").write_text(json.dumps(deployment, indent=2))
-        final = model_dir / str(version)
-        staging.rename(final)
+        staging = model_dir / f".staging-{uuid.uuid4().hex}"
+        try:
+            shutil.copytree(adapter_dir, staging / "adapter")
+            copied_sha = sha256_dir(staging / "adapter")
+            if copied_sha != adapter_sha256:
+                raise dg.Failure(
+                    f"adapter copy sha256 {copied_sha} does not match the recorded "
+                    f"{adapter_sha256}; nothing was published"
+                )
+            shutil.copy2(template_dir / "model.py", staging / "model.py")
+            deployment = {
+                "adapter_sha256": adapter_sha256,
+                "base_model_path": str(base_model_path),
+                "max_prompt_tokens": max_prompt_tokens,
+                "batch_size": self.max_batch_size,
+                "max_batch_tokens": self.max_batch_tokens,
+                "python_paths": [str(PROJECT_ROOT), *site.getsitepackages()],
+                **(extra or {}),
+            }
+            (staging / "deployment.json").write_text(json.dumps(deployment, indent=2))
+            with self._locked():
+                if not self.config_path().is_file():
+                    _write_atomically(self.config_path(), self.render_config(None))
+                version = self._next_version()
+                final = model_dir / str(version)
+                staging.rename(final)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)  # gone already unless something failed
         return PublishedVersion(model_name=self.model_name, version=version, path=str(final))
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The repository's lock (an flock on `<model>/.publish.lock`), across processes."""
+        self.model_dir().mkdir(parents=True, exist_ok=True)
+        with open(self.model_dir() / ".publish.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _next_version(self) -> int:
         """Versions only grow: one that was quarantined is never reused."""
         failed = [int(p.name.split("-")[1]) for p in self.model_dir().glob(".failed-*-*")]
         return max([0, *self.versions(), *failed]) + 1
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write to a temporary file of this call's own, then rename over `path`."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

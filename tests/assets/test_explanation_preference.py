@@ -1,5 +1,5 @@
 """Protects explanation_preference's judging: a position-biased judge yields ties, a consistent
-one counts wins and losses, no valid verdict is an invalid tie (scripted judges)."""
+one counts wins and losses, no valid verdict is invalid and not a tie (scripted judges)."""
 
 import polars as pl
 import pytest
@@ -90,9 +90,27 @@ def test_a_consistent_judge_counts_wins_and_losses() -> None:
     assert result.differential == pytest.approx(0.5)
 
 
-def test_no_valid_verdict_is_an_invalid_tie() -> None:
+def test_no_valid_verdict_is_not_judged_not_a_tie() -> None:
     pairs = judge_pairs(
         ScriptedJudge(rule="invalid"), SETTINGS, "c", SAMPLE, REFS, texts("a"), texts("b"), "b"
     )
     result = tally(pairs)
-    assert result.invalid == 6 and result.ties == 6 and result.differential == 0.0
+    assert result.invalid == 6 and result.ties == 0 and result.pairs == 6
+    # Nothing was judged: no zero-width interval pretending the models are equal.
+    assert (result.differential, result.ci_low, result.ci_high) == (0.0, -1.0, 1.0)
+    mixed = tally(
+        [
+            *pairs[:3],
+            *judge_pairs(
+                ScriptedJudge(rule="good"),
+                SETTINGS,
+                "c",
+                SAMPLE,
+                REFS,
+                texts("good"),
+                texts("bad"),
+                "b",
+            )[:3],
+        ]
+    )
+    assert (mixed.wins, mixed.ties, mixed.invalid, mixed.differential) == (3, 0, 3, 1.0)

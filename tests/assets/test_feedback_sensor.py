@@ -103,3 +103,14 @@ def test_a_vanished_file_is_retried_not_marked_seen(tmp_path):
     plan = plan_tick([gone], {}, landing, known={})
     assert not plan.new and "gone.jsonl: unreadable" in plan.skipped[0]
     assert "gone.jsonl" not in plan.seen
+
+
+def test_a_hidden_feedback_file_is_skipped_with_its_reason(tmp_path):
+    landing = LocalFeedbackLanding(directory=str(tmp_path))
+    drop(tmp_path, "..x..jsonl", feedback_jsonl("hidden"))
+    files = landing.list_files()
+    assert [f.name for f in files] == ["..x..jsonl"]
+    plan = plan_tick(files, {}, landing, known={})
+    assert not plan.new and len(plan.skipped) == 1
+    assert plan.skipped[0].startswith("..x..jsonl: hidden file")
+    assert "..x..jsonl" in plan.seen  # not read again until it changes

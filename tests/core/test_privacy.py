@@ -54,3 +54,25 @@ def test_code_that_merely_mentions_passwords_is_left_alone():
     code = "def login(password: str):\n    password = get_password()\n    pwd = os.environ\n"
     assert Redactor().redact(code) == code
     assert not find_secrets(code)
+
+
+def test_prose_about_secrets_without_one_is_left_alone():
+    prose = (
+        "The password is stored in plaintext; hash it. Basic functionality works, but the "
+        "token expires too early and the secret key should come from the environment."
+    )
+    assert Redactor().redact(prose) == prose
+    assert not find_secrets("git sha 3f2a9c1e0b7d4a6f8e2c1b0a9d8e7f6a5b4c3d2e in the log")
+
+
+def test_secrets_in_prose_flask_keys_headers_and_mysql_flags():
+    text = (
+        f"the aws secret is {AWS_SECRET}, and my password was Tr0ub4dor!\n"
+        "SECRET_KEY = b'_5#y2L\"F4Q8z\\n\\xec]/'\n"
+        'curl -H "Authorization: Basic dXNlcjpwYXNzd29yZA==" https://x\n'
+        "mysql -u root -pS3cretPw shop\n"
+    )
+    out = Redactor().redact(text)
+    for secret in (AWS_SECRET, "Tr0ub4dor", "_5#y2L", "F4Q8z", "dXNlcjpwYXNzd29yZA", "S3cretPw"):
+        assert secret not in out, out
+    assert "mysql -u root -p<REDACTED_CLI_PASSWORD_1> shop" in out

@@ -63,3 +63,65 @@ def test_a_store_from_before_the_registry_columns_gains_them(tmp_path):
     adapters = store.query("SELECT * FROM adapters")
     added = [column.split()[0] for column in ADDED_COLUMNS["adapters"]]
     assert set(added) <= set(adapters.columns) and adapters["adapter_sha256"].to_list() == ["abc"]
+
+
+def _feedback(cycle: str, n: int = 2) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "cycle": [cycle] * n,
+            "item_id": [f"{cycle}-{i}" for i in range(n)],
+            "line_no": list(range(1, n + 1)),
+            "code": ["x = 1"] * n,
+            "review": ["r"] * n,
+            "severity": ["minor"] * n,
+        }
+    )
+
+
+def test_cycles_build_on_the_last_completed_one_and_take_all_earlier_feedback(tmp_path):
+    store = LineageStore(home=str(tmp_path))
+    for c in ("a", "b", "c"):
+        store.register_cycle(c)
+        store.replace_rows("feedback", _feedback(c), cycle=c)
+    # b stopped after its curriculum (no adapter): c must not mix b's curriculum with a's adapter.
+    store.replace_rows(
+        "adapters", pl.DataFrame({"cycle": ["a"], "adapter_sha256": ["sa"]}), cycle="a"
+    )
+    store.replace_rows(
+        "curricula",
+        pl.DataFrame({"cycle": ["b"], "item_id": ["b-0"], "origin": ["feedback"]}),
+        cycle="b",
+    )
+    assert store.predecessor("c") == "a" and store.predecessor("a") is None
+    assert store.previous_curriculum("c")[0] == "a"
+    added = store.new_curriculum_rows("c")
+    assert sorted(added["added_in_cycle"].unique()) == ["a", "b", "c"]  # b's batch not dropped
+    assert store.new_curriculum_rows("a")["added_in_cycle"].unique().to_list() == ["a"]
+
+
+def test_feedback_influence_reads_the_curricula(tmp_path):
+    store = LineageStore(home=str(tmp_path))
+    for c in ("a", "b", "c"):
+        store.register_cycle(c)
+        store.replace_rows("feedback", _feedback(c), cycle=c)
+    # c's curriculum holds a's and c's feedback only (b's was never in it).
+    rows = [("a", "a"), ("a", "a"), ("c", "a"), ("c", "c")]
+    store.replace_rows(
+        "curricula",
+        pl.DataFrame(
+            {
+                "cycle": [r[0] for r in rows],
+                "item_id": [f"i{i}" for i in range(4)],
+                "origin": ["feedback"] * 4,
+                "added_in_cycle": [r[1] for r in rows],
+            }
+        ),
+    )
+    adapters = pl.DataFrame(
+        {"cycle": ["a", "c"], "adapter_sha256": ["sa", "sc"], "curriculum_cycle": ["a", "c"]}
+    )
+    store.replace_rows("adapters", adapters)
+    assert store.feedback_influence("a")["adapter_cycle"].to_list() == ["a", "c"]
+    assert store.feedback_influence("a")["feedback_rows_used"].to_list() == [2, 1]
+    assert store.feedback_influence("b").is_empty()  # not "every later adapter"
+    assert store.feedback_influence("c")["adapter_cycle"].to_list() == ["c"]

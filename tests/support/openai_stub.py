@@ -3,11 +3,12 @@
 It answers like a careful teacher: it picks the items it was shown, with their stated severity,
 and explains each new training example with `stub_explanation`. Per call kind (exam /
 evaluation / judge) it follows a script of behaviours in order: damaged output ("prose",
-"fenced", "truncated", "wrong_label", "proficiency_7_5", "single_quotes", "always_a" for a judge
-with position bias, "no_explanation" and "long_explanation" for an evaluation's reference
-explanations) or transport faults ("rate_limit" = 429 with Retry-After, "server_error" = 500,
-"stall" = no answer until past the client's timeout). A fault affects one request; the retry
-gets the next behaviour (default "good"). Every request is recorded.
+"fenced", "truncated", "wrong_label", "proficiency_7_5", "single_quotes", "garbage" with no JSON
+at all, "always_a" for a judge with position bias, "no_explanation" and "long_explanation" for
+an evaluation's reference explanations) or transport faults ("rate_limit" = 429 with
+Retry-After, "server_error" = 500, "stall" = no answer until past the client's timeout). A fault
+affects one request; the retry gets the next behaviour (default "good"). Every request is
+recorded.
 """
 
 from __future__ import annotations
@@ -125,6 +126,8 @@ def damage(behaviour: str, kind: str, answer: dict) -> str:
     if behaviour == "long_explanation" and kind == "evaluation":
         answer["dataset"][0]["explanation"] = "This finding matters a great deal. " * 100
     text = json.dumps(answer, indent=1)
+    if behaviour == "garbage":
+        return "<html>\ufffd\x07 502 upstream hiccup ]] {{ not json"
     if behaviour == "prose":
         return "Let me think. The student is weak on {minor}.\nMy answer:\n" + text
     if behaviour == "fenced":

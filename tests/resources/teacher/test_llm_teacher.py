@@ -13,7 +13,8 @@ from flywheel_core.severity import SEVERITIES
 from flywheel_core.teacher.items import MAX_EXPLANATION_CHARS
 from flywheel_core.teaching.metrics import classification_report
 from resources.lineage.store import LineageStore
-from resources.teacher.base import CorpusTeacher
+from resources.teacher.base import CorpusTeacher, TeacherFailure
+from resources.teacher.ledger import cache_entries, clear_cache
 from resources.teacher.llm import LLMTeacher
 from tests.support.openai_stub import stub_explanation
 
@@ -54,7 +55,6 @@ def make_teacher(endpoint, tmp_path, **overrides) -> BoundTeacher:
         backoff_max_s=0.5,
         questions_per_call=2,
         examples_per_call=2,
-        max_concurrency=2,
         prices={"input_per_1m": 2.5, "output_per_1m": 10.0},
     )
     teacher = LLMTeacher(
@@ -120,6 +120,91 @@ def test_unchanged_inputs_make_no_second_request(teacher_endpoint, tmp_path):
     assert second.questions == first.questions
     assert (second.usage.cache_hits, second.usage.cache_misses, second.usage.cost_usd) == (4, 0, 0)
     assert first.usage.cost_usd > 0
+
+
+def test_only_usable_replies_are_cached_and_a_rerun_resends_the_others(teacher_endpoint, tmp_path):
+    teacher = make_teacher(teacher_endpoint, tmp_path)  # default concurrency (4)
+    teacher_endpoint.reset({"exam": ["garbage", "prose", "truncated", "wrong_label"]})
+    first = teacher.write_exam(exam_request())
+    assert len(first.questions) == 4  # 2 calls lost: garbage; truncated + wrong label cost 1 each
+    bad_calls = {q.call_key for q in first.quarantine}
+    assert len(bad_calls) == 3
+    store = LineageStore(home=str(tmp_path))
+    assert cache_entries(store).height == 1  # only the prose reply parsed without quarantine
+    teacher_endpoint.reset()
+    second = teacher.write_exam(exam_request())
+    assert len(teacher_endpoint.requests) == 3  # only the calls that failed are sent again
+    assert len(second.questions) == 8 and second.quarantine == []
+    assert (second.usage.cache_hits, second.usage.cache_misses) == (1, 3)
+    teacher_endpoint.reset()
+    teacher.write_exam(exam_request())
+    assert teacher_endpoint.requests == []
+
+
+def test_a_teacher_that_produced_nothing_fails_with_its_quarantine(teacher_endpoint, tmp_path):
+    teacher = make_teacher(teacher_endpoint, tmp_path)
+    teacher_endpoint.reset({"exam": ["garbage"] * 4})
+    with pytest.raises(TeacherFailure, match="produced nothing usable") as failed:
+        teacher.write_exam(exam_request())
+    assert len(failed.value.quarantine) == 4
+    assert {q.reason for q in failed.value.quarantine} == {"no JSON document found in the reply"}
+    store = LineageStore(home=str(tmp_path))
+    assert cache_entries(store).is_empty()  # the retry is not answered by the garbage
+    teacher_endpoint.reset()
+    assert len(teacher.write_exam(exam_request()).questions) == 8
+    assert len(teacher_endpoint.requests) == 4
+
+
+def test_cache_entries_are_listed_and_cleared_by_cycle_and_asset(teacher_endpoint, tmp_path):
+    teacher = make_teacher(teacher_endpoint, tmp_path)
+    teacher_endpoint.reset()
+    teacher.write_exam(exam_request("c1"))
+    teacher.write_exam(exam_request("c2").model_copy(update={"previous_proficiency": 4}))
+    store = LineageStore(home=str(tmp_path))
+    listed = cache_entries(store, cycle="c1")
+    assert listed.height == 4 and set(listed["cycles"]) == {"c1"}
+    assert set(listed["assets"]) == {"exam"}
+    assert cache_entries(store, asset="exam").height == 8
+    assert cache_entries(store, cycle="c1", asset="judge").is_empty()
+    assert clear_cache(store, cycle="c1") == 4
+    assert cache_entries(store).height == 4
+    teacher_endpoint.reset()
+    teacher.write_exam(exam_request("c1"))
+    assert len(teacher_endpoint.requests) == 4  # cleared entries are asked for again
+
+
+def test_flywheel_cache_command_lists_and_clears(teacher_endpoint, tmp_path, capsys):
+    from flywheel_cli.main import main
+
+    teacher_endpoint.reset()
+    make_teacher(teacher_endpoint, tmp_path).write_exam(exam_request("c1"))
+    home = ["--home", str(tmp_path)]
+    assert main(["cache", "list", "--cycle", "c1", *home]) == 0
+    assert "4 cached replies" in capsys.readouterr().out
+    assert main(["cache", "clear", *home]) == 2  # clearing everything needs --all
+    assert "--all" in capsys.readouterr().out
+    assert main(["cache", "clear", "--asset", "exam", *home]) == 0
+    assert "removed 4 cached replies" in capsys.readouterr().out
+    assert main(["cache", "list", "--home", str(tmp_path / "typo")]) == 2
+    assert not (tmp_path / "typo").exists()
+
+
+def test_the_ledger_records_redactions_per_call(teacher_endpoint, tmp_path):
+    secret = "ghp_" + "a1B2c3D4e5" * 4
+    pool = [
+        i.model_copy(update={"code": f'token = "{secret}"\n' + i.code})
+        if i.item_id == "major-0"
+        else i
+        for i in POOL
+    ]
+    teacher_endpoint.reset()
+    make_teacher(teacher_endpoint, tmp_path).write_exam(exam_request(pool=pool))
+    assert secret not in "\n".join(teacher_endpoint.prompts())
+    ledger = LineageStore(home=str(tmp_path)).query(
+        "SELECT call_key, redactions FROM teacher_ledger ORDER BY call_key"
+    )
+    by_call = dict(ledger.iter_rows())
+    assert sum(by_call.values()) == 1 and len(by_call) == 4
 
 
 def test_budget_stops_the_teacher_cleanly_with_a_partial_exam(teacher_endpoint, tmp_path):
