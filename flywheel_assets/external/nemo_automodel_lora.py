@@ -61,6 +61,7 @@ ENTRY_MODULE = "flywheel_assets.external.nemo_automodel_lora"
 RECIPE_FILE = "recipe.yaml"
 METRICS_FILE = "training.jsonl"  # the recipe's per-step metrics, in the checkpoint dir
 VALIDATION_METRICS_FILE = "validation.jsonl"
+WARM_START_FILE = "warm_start.json"  # written by rank 0 when it loaded the previous adapter
 POLL_S = 1.0
 
 
@@ -157,6 +158,9 @@ def worker(recipe_path: Path, init_adapter_dir: str | None) -> None:
     if init_adapter_dir and recipe.step_scheduler.step == 0:
         loaded = load_warm_start(recipe.model_parts[0], init_adapter_dir)
         logger.info("warm start: %d LoRA tensors from %s", loaded, init_adapter_dir)
+        if os.environ.get("RANK", "0") == "0":
+            record = {"tensors": loaded, "adapter": str(init_adapter_dir)}
+            (Path(recipe_path).parent / WARM_START_FILE).write_text(json.dumps(record))
     recipe.run_train_validation_loop()
 
 
@@ -319,6 +323,8 @@ def run(
     )
     command = torchrun_command(options, recipe, job.get("init_adapter_dir"))
     env = {**os.environ, "OMP_NUM_THREADS": str(job.get("num_threads") or 1)}
+    warm_start = Path(options.experiment_dir) / WARM_START_FILE
+    warm_start.unlink(missing_ok=True)
     train_started = time.monotonic()
     records = runner(command, checkpoints / METRICS_FILE, int(job["max_steps"]), reporter.log, env)
     train_s = time.monotonic() - train_started
@@ -327,6 +333,8 @@ def run(
     metadata = run_metadata(
         records, validation, job, options, device, config, time.monotonic() - started, train_s
     )
+    if warm_start.is_file():
+        metadata["warm_start_tensors"] = json.loads(warm_start.read_text())["tensors"]
     reporter.report_asset_materialization(metadata=metadata)
     return metadata
 

@@ -101,6 +101,8 @@ def test_the_second_cycle_warm_starts_from_the_first_adapter(nemo_cycles):
     assert adapters["cycle-2"]["init_adapter_sha256"] == adapters["bootstrap"]["adapter_sha256"]
     meta = latest_metadata(instance, "lora_adapter", "cycle-2")
     assert meta["warm_start_from_cycle"] == "bootstrap" and meta["warm_start"] != "none"
+    assert meta["warm_start_tensors"] == 28  # every LoRA A and B of the 14 modules, loaded
+    assert "warm_start_tensors" not in latest_metadata(instance, "lora_adapter", "bootstrap")
     assert adapters["cycle-2"]["adapter_sha256"] != adapters["bootstrap"]["adapter_sha256"]
 
 
