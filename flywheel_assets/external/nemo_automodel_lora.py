@@ -47,6 +47,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,7 @@ import yaml
 from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
 
 from flywheel_core.ml.nemo_automodel_recipe import CHECKPOINTS, RECIPE_CLASS, automodel_config
+from flywheel_core.ml.nemo_data import VALIDATION_FILE
 from flywheel_core.ml.nemo_options import HF_ADAPTER_FILES, NIM_TARGET_MODULES, NemoOptions
 
 logger = logging.getLogger("flywheel_assets.external.nemo_automodel_lora")
@@ -97,7 +99,9 @@ def read_adapter_config(adapter_dir: str | Path | None) -> dict[str, Any] | None
 def write_recipe(job: Mapping[str, Any], options: NemoOptions, device: str) -> Path:
     world = options.nproc_per_node * options.num_nodes
     init = read_adapter_config(job.get("init_adapter_dir"))
-    config = automodel_config(job, options, device, world_size=world, init_adapter=init)
+    validation_file = Path(options.dataset_root) / VALIDATION_FILE
+    validation = validation_file.is_file() and validation_file.stat().st_size > 0
+    config = automodel_config(job, options, device, world, init, validation)
     path, _ = experiment_paths(options)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
@@ -258,6 +262,16 @@ def publish_for_nim(adapter_dir: Path, nim_peft_source: Path, adapter_name: str)
     return target
 
 
+def step_seconds(records: Sequence[Mapping[str, Any]]) -> float | None:
+    """Mean seconds between consecutive optimizer steps, from the recipe's timestamps (so the
+    interpreter start, model load and first-step warm-up of torchrun are left out)."""
+    stamps = [r.get("timestamp") for r in records]
+    if len(stamps) < 2 or not all(stamps):
+        return None
+    times = [datetime.fromisoformat(str(t).replace("Z", "+00:00")) for t in stamps]
+    return (times[-1] - times[0]).total_seconds() / (len(times) - 1)
+
+
 def _round(value: float) -> float | None:
     return None if value is None or not math.isfinite(value) else round(float(value), 6)
 
@@ -275,6 +289,9 @@ def run_metadata(
     """Plain-value materialization metadata (the keys the ``lora_adapter`` asset reads)."""
     losses = [float(r["loss"]) for r in records]
     steps = len(records)
+    per_step = step_seconds(records)
+    if per_step is None and steps:
+        per_step = train_s / steps
     curve = [
         {"step": int(r.get("step", i)) + 1, "loss": _round(r["loss"])}
         for i, r in enumerate(records)
@@ -290,7 +307,8 @@ def run_metadata(
         "steps": steps,
         "final_loss": _round(losses[-1]) if losses else None,
         "mean_loss": _round(sum(losses) / len(losses)) if losses else None,
-        "seconds_per_step": round(train_s / steps, 4) if steps else None,
+        "seconds_per_step": round(per_step, 4) if per_step is not None else None,
+        "torchrun_s": round(train_s, 2),  # workers' start, model load, training, checkpoints
         "wall_s": round(wall_s, 2),
         "device": device,
         "adapter_dir": str(job["output_dir"]),

@@ -104,8 +104,10 @@ def automodel_config(
     device: str,
     world_size: int = 1,
     init_adapter: Mapping[str, Any] | None = None,
+    validation: bool = True,
 ) -> dict[str, Any]:
-    """The recipe config (a plain dict, written as YAML) for ``job`` on ``device``."""
+    """The recipe config (a plain dict, written as YAML) for ``job`` on ``device``; without
+    ``validation`` (an empty validation split) the recipe has no validation dataset."""
     if device not in DEVICE_SETTINGS:
         raise ValueError(f"device={device!r}; expected one of {sorted(DEVICE_SETTINGS)}")
     backend, compute_dtype, use_triton = DEVICE_SETTINGS[device]
@@ -180,6 +182,10 @@ def automodel_config(
     }
     template = yaml.safe_load(TEMPLATE.read_text(encoding="utf-8")) or {}
     config = deep_merge(template, filled)
+    if not validation:
+        for key in ("validation_dataset", "validation_dataloader"):
+            config.pop(key, None)
+        config["step_scheduler"]["val_every_steps"] = None
     if options.recipe:
         path = Path(options.recipe)
         if not path.is_file():

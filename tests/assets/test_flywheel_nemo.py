@@ -7,16 +7,19 @@ as a PEFT one. Skipped only when the NeMo venv cannot be built (the reason is sh
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors import safe_open
 
+from flywheel_assets.external.nemo_automodel_lora import read_jsonl
 from flywheel_core.hashing import sha256_dir
 from tests.conftest import TINY_OVERRIDES
 from tests.support.flywheel_runner import latest_metadata, run_cycles
-from tests.support.nemo_venv import ensure_nemo_venv, wrapper_python
+from tests.support.nemo_venv import REPO, ensure_nemo_venv, wrapper_python
 
 pytestmark = pytest.mark.nemo
 KEYS = ["bootstrap", "cycle-2"]
@@ -128,40 +131,69 @@ def test_the_gate_passes_and_triton_serves_the_nemo_adapter(nemo_cycles):
         assert deployed["deployed"] is True and deployed["adapter_sha256"] == sha
     version_dir = home / "triton_repository" / "flywheel_student" / "2"
     published = version_dir / "adapter" / "adapter_model.safetensors"
-    assert published.read_bytes() == (
-        _adapter_path(adapters["cycle-2"]) / "adapter_model.safetensors"
-    ).read_bytes()
+    assert (
+        published.read_bytes()
+        == (_adapter_path(adapters["cycle-2"]) / "adapter_model.safetensors").read_bytes()
+    )
 
 
-SMOLLM2_OVERRIDES = [
-    "student.base_model=smollm2-135m-instruct",
-    "student.num_threads=2",
-    "student.max_prompt_tokens=192",
-    "exam.num_questions=8",
-    "curriculum.new_examples_per_cycle=8",
-    "training.steps_per_cycle=3",
-    "training.batch_size=4",
-    "heldout.max_items=8",
-]
+def _curriculum(path: Path, n: int) -> None:
+    labels = ("critical", "major", "minor", "trivial")
+    rows = [
+        {
+            "code": f"def f{i}(items):\n    return items[{i}]",
+            "review": f"finding {i}: index {i} may be out of range",
+            "severity": labels[i % 4],
+            "weight": 1.0,
+            "explanation": f"Reason {i}." if i % 2 else None,
+        }
+        for i in range(n)
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
 
 
 @pytest.mark.slow
-def test_one_cycle_with_smollm2_through_the_nemo_recipe(
-    tmp_path, cache_dir, nemo_venv_python
-):
+def test_smollm2_trains_a_few_steps_through_the_nemo_recipe(tmp_path, cache_dir, nemo_venv_python):
+    """The real student through the entry point alone (no whole cycle: minutes saved): 3 steps,
+    LoRA on the top 12 of 30 layers (training.layers_to_train), an adapter the student rates
+    with."""
+    from flywheel_core.ml.base_model import resolve_base_model
+    from flywheel_core.ml.finetune_job import FineTuneJob
+    from flywheel_core.ml.nemo_data import write_nemo_dataset
+    from flywheel_core.ml.nemo_options import NemoOptions
+    from flywheel_core.ml.student import Student
+    from flywheel_core.settings import StudentSettings, TrainingSettings
+
+    student = Student(StudentSettings(num_threads=2, max_prompt_tokens=192), cache_dir)
+    work = tmp_path / "work"
+    job = FineTuneJob(
+        **TrainingSettings(batch_size=4).lora(),
+        base_model_path=str(resolve_base_model("smollm2-135m-instruct", cache_dir)),
+        examples_path=str(work / "curriculum.jsonl"),
+        output_dir=str(work / "adapter"),
+        max_steps=3,
+        max_prompt_tokens=192,
+        num_threads=2,
+    )
+    _curriculum(Path(job.examples_path), 16)
+    write_nemo_dataset(Path(job.examples_path), work / "nemo_data", 0.1, 2.0, 0, 0.5)
+    options = NemoOptions(str(work / "nemo_data"), str(work / "nemo_experiment"))
+    (work / "job.json").write_text(job.model_dump_json())
+    (work / "nemo.json").write_text(json.dumps(options.to_dict()))
     python = wrapper_python(tmp_path / "bin", nemo_venv_python, cpu_shim=True)
-    env = _nemo_env(cache_dir, python)
-    defs, instance = run_cycles(tmp_path, env, ["bootstrap"], SMOLLM2_OVERRIDES)
-    meta = latest_metadata(instance, "lora_adapter", "bootstrap")
-    assert meta["runner"] == "nemo-automodel" and meta["steps"] == 3
-    # SmolLM2 has 30 layers; training.layers_to_train (12 by default) puts LoRA on the top 12.
-    adapter = defs.resources["store"].adapter("bootstrap")
-    config = json.loads((_adapter_path(adapter) / "adapter_config.json").read_text())
+    command = [str(python), "-m", "flywheel_assets.external.nemo_automodel_lora"]
+    command += ["--job", str(work / "job.json"), "--nemo", str(work / "nemo.json")]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    subprocess.run(command, env=env, check=True, timeout=1200)
+    metrics = read_jsonl(work / "nemo_experiment" / "checkpoints" / "training.jsonl")
+    assert [r["step"] for r in metrics] == [0, 1, 2]
+    assert all(0 < r["loss"] < 20 for r in metrics)
+    config = json.loads((work / "adapter" / "adapter_config.json").read_text())
     layers = {int(m.split(".layers.")[1].split(".")[0]) for m in config["target_modules"]}
-    assert layers == set(range(18, 30))
-    heldout = latest_metadata(instance, "heldout_evaluation", "bootstrap")
-    assert heldout["heldout_items"] == 8
-    assert latest_metadata(instance, "deployed_student", "bootstrap")["deployed"] is True
+    assert layers == set(range(18, 30)) and len(config["target_modules"]) == 12 * 7
+    results, _ = student.rate([("x = [1][2]", "IndexError")], adapter_dir=work / "adapter")
+    assert results[0]["severity"] in ("critical", "major", "minor", "trivial")
 
 
 @pytest.mark.gpu

@@ -138,3 +138,9 @@ def test_options_round_trip_through_the_pipes_extra():
     assert NemoOptions.from_dict(json.loads(json.dumps(options.to_dict()))) == options
     with pytest.raises(ValueError, match="device"):
         NemoOptions("/d", "/e", device="tpu")
+
+
+def test_without_a_validation_split_the_recipe_has_no_validation(tmp_path):
+    config = automodel_config(_job(tmp_path), OPTIONS, "cpu", validation=False)
+    assert "validation_dataset" not in config and "validation_dataloader" not in config
+    assert config["step_scheduler"]["val_every_steps"] is None
