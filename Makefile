@@ -25,7 +25,9 @@ $(STAMP): pyproject.toml Makefile
 	rm -f $(VENV)/.installed-* && touch $@
 
 # The NeMo AutoModel venv of the `nemo-*` fine-tune launchers (pinned; reused while its pins
-# are unchanged: scripts/build_nemo_venv.sh). The NeMo tests use it, so `make test` builds it.
+# are unchanged: scripts/build_nemo_venv.sh). The NeMo tests use it, so `make test` builds it
+# first (~70 s with a warm pip cache, ~4 min cold, nothing once built); if it cannot be built,
+# those tests are skipped with the build's error as the reason.
 nemo-venv:
 	scripts/build_nemo_venv.sh .venv-nemo
 
@@ -37,7 +39,8 @@ lint: setup
 	# The layers (core < resources < assets < CLI < benchmarks): pyproject.toml [tool.importlinter]
 	$(BIN)/lint-imports
 
-test: setup lint nemo-venv
+test: setup lint
+	scripts/build_nemo_venv.sh .venv-nemo || echo "NeMo venv not built: the NeMo tests will skip"
 	$(BIN)/python -m pytest -q
 
 test-fast: setup
