@@ -137,6 +137,7 @@ def automodel_config(
             "path_or_dataset_id": str(data_root / name),
             "max_prompt_tokens": int(settings["max_prompt_tokens"]),
             "max_explanation_tokens": int(settings["max_explanation_tokens"]),
+            "loss": str(settings["loss"]),
             "tokenizer": dict(tokenizer),
         }
 

@@ -235,12 +235,17 @@ def tokenize_row(
     return prompt, completion
 
 
-def sft_item(prompt: list[int], completion: list[int], pad_token_id: int) -> dict[str, Any]:
+def sft_item(
+    prompt: list[int], completion: list[int], pad_token_id: int, label_only: bool = False
+) -> dict[str, Any]:
     """A next-token-prediction item in nemo_automodel's layout: inputs are the sequence minus
     its last token, labels the sequence shifted by one with the prompt masked (answer-only
-    loss); ``___PAD_TOKEN_IDS___`` tells ``default_collater`` how to pad each field."""
+    loss); ``___PAD_TOKEN_IDS___`` tells ``default_collater`` how to pad each field. With
+    ``label_only`` only the completion's first token (the label's, which decides how the
+    student is scored) carries loss."""
     ids = prompt + completion
-    labels = [IGNORE_INDEX] * len(prompt) + completion
+    target = completion[:1] + [IGNORE_INDEX] * (len(completion) - 1) if label_only else completion
+    labels = [IGNORE_INDEX] * len(prompt) + target
     return {
         "input_ids": ids[:-1],
         "labels": labels[1:],
@@ -257,16 +262,16 @@ class SftDataset:
     """Map-style dataset of tokenized task rows (the recipe's ``dataset``); a fresh dict per
     access, since the collater pops ``___PAD_TOKEN_IDS___`` from the first item in place."""
 
-    def __init__(self, items: list[tuple[list[int], list[int]]], pad_token_id: int) -> None:
-        self.items = items
+    def __init__(self, items: list[tuple[list[int], list[int], bool]], pad_token_id: int) -> None:
+        self.items = items  # (prompt, completion, label only)
         self.pad_token_id = pad_token_id
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        prompt, completion = self.items[index]
-        return sft_item(prompt, completion, self.pad_token_id)
+        prompt, completion, label_only = self.items[index]
+        return sft_item(prompt, completion, self.pad_token_id, label_only)
 
 
 def sft_dataset(
@@ -274,13 +279,23 @@ def sft_dataset(
     tokenizer: PreTrainedTokenizerBase,
     max_prompt_tokens: int = 256,
     max_explanation_tokens: int = DEFAULT_MAX_EXPLANATION_TOKENS,
+    loss: str = "completion",
 ) -> SftDataset:
     """The recipe's dataset factory (``dataset._target_`` in the generated YAML): the task rows
-    of one split file, tokenized with the tokenizer nemo_automodel passes in."""
+    of one split file, tokenized with the tokenizer nemo_automodel passes in. ``loss`` is the
+    `training.loss` setting: ``"label"`` puts the severity rows' loss on the label's first token
+    only (the PEFT recipe's label loss, here over the whole vocabulary), ``"completion"`` on
+    every answer token; explanation rows always train on the whole explanation."""
+    if loss not in ("label", "completion"):
+        raise ValueError(f"loss={loss!r}; expected 'label' or 'completion'")
     with Path(path_or_dataset_id).open(encoding="utf-8") as handle:
         rows = [json.loads(line) for line in handle if line.strip()]
     if not rows:
         raise ValueError(f"{path_or_dataset_id}: no rows")
-    items = [tokenize_row(tokenizer, r, max_prompt_tokens, max_explanation_tokens) for r in rows]
+    items = []
+    for row in rows:
+        prompt, completion = tokenize_row(tokenizer, row, max_prompt_tokens, max_explanation_tokens)
+        label_only = loss == "label" and row.get("task", "severity") == "severity"
+        items.append((prompt, completion, label_only))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     return SftDataset(items, pad)

@@ -65,6 +65,7 @@ def test_the_job_settings_become_the_recipe(tmp_path):
         assert dataset["_target_"] == "flywheel_core.ml.nemo_data.sft_dataset"
         assert dataset["path_or_dataset_id"] == f"/d/{name}"
         assert dataset["max_prompt_tokens"] == 192 and dataset["max_explanation_tokens"] == 96
+        assert dataset["loss"] == job["loss"] == "label"  # training.loss, as for PEFT
         assert dataset["tokenizer"]["pretrained_model_name_or_path"] == job["base_model_path"]
     assert config["checkpoint"]["checkpoint_dir"] == "/e/checkpoints"
     assert config["checkpoint"]["save_consolidated"] is False

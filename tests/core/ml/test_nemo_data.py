@@ -192,3 +192,21 @@ def test_the_recipe_dataset_is_the_peft_prompt_with_loss_on_the_answer_only(tmp_
 def test_a_large_validation_fraction_still_leaves_a_training_row():
     training, validation = nemo_data.split_examples(_rows(2), 0.999)
     assert len(training) == 1 and len(validation) == 1
+
+
+def test_the_label_loss_keeps_only_the_labels_first_token(tmp_path, tokenizer):
+    src = _write(tmp_path / "c.jsonl", _explained_rows(3))
+    nemo_data.write_nemo_dataset(src, tmp_path / "nemo", 0.0, 1, 0, 1.0)
+    path = str(tmp_path / "nemo" / "training.jsonl")
+    full = nemo_data.sft_dataset(path, tokenizer, 192)
+    label = nemo_data.sft_dataset(path, tokenizer, 192, loss="label")
+    for index, record in enumerate(_read(tmp_path / "nemo" / "training.jsonl")):
+        kept = [t for t in label[index]["labels"] if t != -100]
+        completion = [t for t in full[index]["labels"] if t != -100]
+        assert label[index]["input_ids"] == full[index]["input_ids"]
+        if record["task"] == "severity":
+            assert kept == completion[:1] == completion_ids(tokenizer, record["severity"])[:1]
+        else:
+            assert kept == completion  # the explanation task trains on the whole text
+    with pytest.raises(ValueError, match="loss"):
+        nemo_data.sft_dataset(path, tokenizer, 192, loss="kl")
