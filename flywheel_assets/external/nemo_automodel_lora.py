@@ -15,7 +15,8 @@ What a run does:
 
 1. writes ``<experiment_dir>/recipe.yaml``, the config of nemo_automodel's stock
    ``TrainFinetuneRecipeForNextTokenPrediction`` generated from the job
-   (``flywheel_core.ml.nemo_automodel_recipe``: gloo + fp32 on CPU, NCCL + bf16 on CUDA);
+   (``flywheel_core.ml.nemo_automodel_recipe``: gloo on CPU, NCCL on CUDA; bf16 compute where
+   the hardware has it, as the PEFT recipe's ``dtype: auto``);
 2. starts ``torchrun --nproc-per-node N -m flywheel_assets.external.nemo_automodel_lora
    --worker recipe.yaml`` (the ``automodel`` CLI refuses a machine without CUDA; torchrun is
    what it runs underneath). Each worker builds the recipe, loads the previous cycle's adapter
@@ -54,6 +55,7 @@ from typing import Any
 import yaml
 from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
 
+from flywheel_core.ml.hardware import cpu_has_native_bf16
 from flywheel_core.ml.nemo_automodel_recipe import CHECKPOINTS, RECIPE_CLASS, automodel_config
 from flywheel_core.ml.nemo_data import VALIDATION_FILE
 from flywheel_core.ml.nemo_options import HF_ADAPTER_FILES, NIM_TARGET_MODULES, NemoOptions
@@ -101,7 +103,8 @@ def write_recipe(job: Mapping[str, Any], options: NemoOptions, device: str) -> P
     init = read_adapter_config(job.get("init_adapter_dir"))
     validation_file = Path(options.dataset_root) / VALIDATION_FILE
     validation = validation_file.is_file() and validation_file.stat().st_size > 0
-    config = automodel_config(job, options, device, world, init, validation)
+    bf16 = cpu_has_native_bf16()
+    config = automodel_config(job, options, device, world, init, validation, bf16)
     path, _ = experiment_paths(options)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")

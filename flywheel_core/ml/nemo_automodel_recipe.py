@@ -10,9 +10,11 @@ starts with ``torchrun``). Precedence, lowest first:
    (target modules, warmup, weight decay, gradient clipping), then the job itself: the
    `training` settings (rank, alpha, dropout, learning rate, batch, seed, top-N layers), the
    step budget, the student's model and prompt length. Both runners read the same values;
-3. the machine: ``cpu`` trains with the gloo backend and an fp32 FSDP2 mixed-precision policy
-   (the default bf16 policy is ~15x slower on a CPU without native bf16), ``cuda`` with NCCL,
-   bf16 compute (fp32 gradient reduction) and the Triton LoRA kernel;
+3. the machine: ``cpu`` trains with the gloo backend, ``cuda`` with NCCL and the Triton LoRA
+   kernel. The FSDP2 compute dtype follows the job's ``dtype`` like the PEFT recipe's:
+   ``auto`` is bf16 on CUDA and on a CPU with native bf16 (avx512_bf16 / AMX), else fp32 (NeMo's
+   default bf16 policy is ~15x slower on a CPU without native bf16); gradients are reduced in
+   fp32 and the master weights stay fp32;
 4. the NeMo options' ``recipe`` file, then their dotlist ``overrides``.
 
 Warm start: with ``init_adapter`` (the previous cycle's ``adapter_config.json``), the LoRA's
@@ -41,10 +43,17 @@ TEMPLATE = RECIPES_DIR / "nemo_automodel_lora.yaml"
 RECIPE_CLASS = "nemo_automodel.recipes.llm.train_ft.TrainFinetuneRecipeForNextTokenPrediction"
 CHECKPOINTS = "checkpoints"
 DEVICE_SETTINGS = {
-    # backend, FSDP2 param (compute) dtype, Triton LoRA kernel
-    "cpu": ("gloo", "float32", False),
-    "cuda": ("nccl", "bfloat16", True),
+    # backend, Triton LoRA kernel
+    "cpu": ("gloo", False),
+    "cuda": ("nccl", True),
 }
+
+
+def compute_dtype(dtype: str, device: str, native_bf16: bool) -> str:
+    """The FSDP2 param (compute) dtype for the job's ``dtype`` setting on ``device``."""
+    if dtype in ("float32", "bfloat16"):
+        return dtype
+    return "bfloat16" if device == "cuda" or native_bf16 else "float32"
 
 
 def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
@@ -105,12 +114,13 @@ def automodel_config(
     world_size: int = 1,
     init_adapter: Mapping[str, Any] | None = None,
     validation: bool = True,
+    native_bf16: bool = False,
 ) -> dict[str, Any]:
     """The recipe config (a plain dict, written as YAML) for ``job`` on ``device``; without
     ``validation`` (an empty validation split) the recipe has no validation dataset."""
     if device not in DEVICE_SETTINGS:
         raise ValueError(f"device={device!r}; expected one of {sorted(DEVICE_SETTINGS)}")
-    backend, compute_dtype, use_triton = DEVICE_SETTINGS[device]
+    backend, use_triton = DEVICE_SETTINGS[device]
     peft_defaults = yaml.safe_load(PEFT_RECIPE.read_text(encoding="utf-8")) or {}
     settings = {**peft_defaults, **dict(job)}
     steps = int(settings["max_steps"])
@@ -157,7 +167,7 @@ def automodel_config(
         "peft": {**lora, "dropout": float(settings["lora_dropout"]), "use_triton": use_triton},
         "distributed": {
             "mp_policy": {
-                "param_dtype": compute_dtype,
+                "param_dtype": compute_dtype(str(settings["dtype"]), device, native_bf16),
                 "reduce_dtype": "float32",
                 "output_dtype": "float32",
             }

@@ -73,11 +73,20 @@ def test_the_job_settings_become_the_recipe(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("device", "backend", "dtype", "triton"),
-    [("cpu", "gloo", "float32", False), ("cuda", "nccl", "bfloat16", True)],
+    ("device", "native_bf16", "setting", "backend", "dtype", "triton"),
+    [
+        ("cpu", False, "auto", "gloo", "float32", False),
+        ("cpu", True, "auto", "gloo", "bfloat16", False),
+        ("cpu", True, "float32", "gloo", "float32", False),
+        ("cuda", False, "auto", "nccl", "bfloat16", True),
+        ("cuda", False, "float32", "nccl", "float32", True),
+    ],
 )
-def test_the_machine_picks_backend_and_precision(tmp_path, device, backend, dtype, triton):
-    config = automodel_config(_job(tmp_path), OPTIONS, device)
+def test_the_machine_and_the_dtype_setting_pick_backend_and_precision(
+    tmp_path, device, native_bf16, setting, backend, dtype, triton
+):
+    job = _job(tmp_path, dtype=setting)
+    config = automodel_config(job, OPTIONS, device, native_bf16=native_bf16)
     assert config["dist_env"]["backend"] == backend
     policy = config["distributed"]["mp_policy"]
     assert policy["param_dtype"] == dtype and policy["reduce_dtype"] == "float32"
