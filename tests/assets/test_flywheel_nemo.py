@@ -1,6 +1,6 @@
 """Protects the NeMo AutoModel fine-tune end to end: real flywheel cycles with
 FLYWHEEL_FINETUNE=nemo-subprocess, where nemo_automodel's stock LLM recipe trains the LoRA through
-torchrun in .venv-nemo (CPU here: gloo + fp32, with the TEST-ONLY CUDA shim; CUDA in the gpu
+torchrun in .venv-nemo (CPU here: gloo, with the TEST-ONLY CUDA shim; CUDA in the gpu
 test), and the adapter goes through the same store -> held-out evaluation -> gate -> deployment
 as a PEFT one. Skipped only when the NeMo venv cannot be built (the reason is shown)."""
 
