@@ -1,40 +1,32 @@
-"""The curriculum as NeMo 2.x fine-tuning JSONL: ``training.jsonl`` + ``validation.jsonl``.
+"""The curriculum as the NeMo AutoModel recipe's dataset: ``training.jsonl`` + ``validation.jsonl``.
 
-What this relies on (read in the ``nemo_toolkit`` 2.7.0 wheel, ``nemo.collections.llm``):
+Two steps, so the orchestrator needs no tokenizer and the recipe tokenizes exactly like the
+PEFT recipe:
 
-- ``llm.FineTuningDataModule(dataset_root=...)`` reads ``<dataset_root>/training.jsonl`` and
-  ``<dataset_root>/validation.jsonl`` (``train_path`` / ``validation_path`` in
-  ``gpt/data/fine_tuning.py``).
-- With ``dataset_kwargs={"chat": True, "use_hf_tokenizer_chat_template": True}`` (or
-  ``llm.ChatDataModule``) it builds a ``GPTSFTChatDataset`` (``gpt/data/core.py``) that takes
-  the Hugging Face chat format ``{"messages": [{"role": "system"|"user"|"assistant",
-  "content": ...}]}``. But its loss mask (``_chat_preprocess`` in ``gpt/data/utils.py``) is
-  limited to the assistant turn only when the tokenizer's chat template has a
-  ``{% generation %}`` block; Llama 3's has none, so the loss would cover the whole prompt.
-- The plain format ``{"input": ..., "output": ...}`` (``GPTSFTDataset``) computes the loss on
-  ``output`` only (``answer_only_loss=True``, the default).
-
-So the conversion has two steps. On the orchestrator, ``write_nemo_dataset`` writes the
-tokenizer-agnostic chat format (system + user from ``flywheel_core.ml.severity_prompt``,
-assistant = ``{"severity": "<label>"}``); it is inspectable and loads as-is with
-``ChatDataModule`` for a template with generation markers. Inside the NeMo environment, where
-the base model's tokenizer is at hand, ``render_completion_dataset`` turns each record into
-``{"input": <chat template applied to system + user, generation prompt added>, "output":
-<assistant answer>}``, which the recipe trains on with ``prompt_template="{input}{output}"``:
-the model's own chat template, loss on the answer tokens only (as the local PEFT recipe does).
+1. On the orchestrator, ``write_nemo_dataset`` writes task rows beside the curriculum:
+   ``{"task": "severity" | "explanation", "code", "review", "severity", "explanation"}``.
+2. Inside the recipe (the NeMo venv), the YAML's ``dataset._target_`` is
+   ``flywheel_core.ml.nemo_data.sft_dataset``: nemo_automodel's dataloader builds it with the
+   student's tokenizer and gets ``{"input_ids", "labels", "attention_mask"}`` items, the labels
+   ``-100`` on the prompt (answer-only loss). The prompt and the completion are the PEFT
+   recipe's own (``severity_prompt.build_prompt`` + ``completion_ids``: the chat-templated
+   prompt + ``{"severity": "`` then ``<label>"}`` + eos; ``explanation_prompt`` for the second
+   task, the reference cut to ``max_explanation_tokens`` + eos), truncated the same way, so the
+   adapter is scored on exactly the prompt it was trained on.
 
 Two tasks: a curriculum row with a reference explanation (``explanation``, written by the
-teacher or a reviewer) also yields an explanation example: system + user from
-``flywheel_core.ml.explanation_prompt`` (code, review and the severity), assistant = the
-explanation as plain text. Rows without one, and rows of older curricula that have no
-explanation column at all, teach the severity task only. Both examples of a row share its
-weight and its side of the split.
+teacher or a reviewer) also yields an explanation row. Rows without one, and rows of older
+curricula that have no explanation column at all, teach the severity task only. Both rows of
+a curriculum row share its side of the split.
 
-Per-example weights: NeMo's SFT dataset has no per-example loss weight, so a weight is realised
-by repetition: ``copies = max(1, round_half_up(weight * repeat_scale))``; a weight <= 0 drops the
-example. Curriculum weights are normalised to mean 1, so the default ``repeat_scale=2`` keeps
-the ratio between classes (0.5 -> 1 copy, 1 -> 2, 1.5 -> 3) where a scale of 1 would round
-most weights to one copy. Validation rows are never repeated (they measure, not teach).
+Per-example weights: the recipe's loss has no per-example weight (its ``loss_weights`` contract
+is reserved for Megatron domain mixtures), so a weight is realised by repetition:
+``copies = max(1, round_half_up(weight * repeat_scale))``; a weight <= 0 drops the example. An
+explanation row is weighted ``explanation_weight`` x the row's weight, as in the PEFT recipe
+(``explanation_weight = 0`` writes none). Curriculum weights are normalised to mean 1, so the
+default ``repeat_scale=2`` keeps the ratio between classes (0.5 -> 1 copy, 1 -> 2, 1.5 -> 3)
+where a scale of 1 would round most weights to one copy. Validation rows are never repeated
+(they measure, not teach).
 
 Split: by a content hash of (code, review), so it is deterministic, identical across runs and
 machines, stable as the curriculum grows from cycle to cycle, and duplicate items never sit on
@@ -47,22 +39,26 @@ import hashlib
 import json
 import math
 import random
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flywheel_core.ml.explanation_prompt import render_explain_messages
-from flywheel_core.ml.severity_prompt import (
-    ANSWER_PREFIX,
-    ANSWER_SUFFIX,
-    SEVERITIES,
-    render_messages,
+from flywheel_core.ml.explanation_prompt import (
+    DEFAULT_MAX_EXPLANATION_TOKENS,
+    build_explain_prompt,
+    explanation_completion_ids,
 )
+from flywheel_core.ml.severity_prompt import SEVERITIES, build_prompt, completion_ids
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 TRAINING_FILE = "training.jsonl"
 VALIDATION_FILE = "validation.jsonl"
 DEFAULT_REPEAT_SCALE = 2.0
+TASKS = ("severity", "explanation")
+IGNORE_INDEX = -100  # label of a position that carries no loss (the prompt, the padding)
 
 
 @dataclass(frozen=True)
@@ -85,27 +81,20 @@ class NemoDatasetSummary:
         }
 
 
-def answer_text(severity: str) -> str:
-    """The assistant turn: the JSON answer the student is trained to produce."""
+def task_row(
+    task: str, code: str, review: str, severity: str, explanation: str | None = None
+) -> dict[str, Any]:
+    """One row of the recipe's dataset (what ``sft_dataset`` tokenizes)."""
     if severity not in SEVERITIES:
         raise ValueError(f"unknown severity {severity!r}; expected one of {SEVERITIES}")
-    return ANSWER_PREFIX + severity + ANSWER_SUFFIX
-
-
-def chat_record(code: str, review: str, severity: str) -> dict[str, list[dict[str, str]]]:
-    """One NeMo chat example: system + user from the prompt template, assistant = answer."""
-    messages = render_messages(code, review)
-    messages.append({"role": "assistant", "content": answer_text(severity)})
-    return {"messages": messages}
-
-
-def explanation_record(
-    code: str, review: str, severity: str, explanation: str
-) -> dict[str, list[dict[str, str]]]:
-    """One explanation-task chat example: why ``review`` on ``code`` is ``severity``."""
-    messages = render_explain_messages(code, review, severity)
-    messages.append({"role": "assistant", "content": explanation.strip()})
-    return {"messages": messages}
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
+    row = {"task": task, "code": code, "review": review, "severity": severity}
+    if task == "explanation":
+        if not (explanation or "").strip():
+            raise ValueError("an explanation row needs a non-empty explanation")
+        row["explanation"] = explanation.strip()
+    return row
 
 
 def reference_explanation(example: Mapping[str, Any]) -> str | None:
@@ -114,14 +103,19 @@ def reference_explanation(example: Mapping[str, Any]) -> str | None:
     return text if isinstance(text, str) and text.strip() else None
 
 
-def example_records(example: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The severity example of a curriculum row, and its explanation example when it has one."""
+def example_rows(
+    example: Mapping[str, Any], explanation_weight: float = 0.5
+) -> list[tuple[dict[str, Any], float]]:
+    """(row, relative weight) of a curriculum row's severity example and, when it has a
+    reference explanation and ``explanation_weight > 0``, of its explanation example."""
     code, review, severity = example.get("code") or "", example["review"], example["severity"]
-    records = [chat_record(code, review, severity)]
+    rows = [(task_row("severity", code, review, severity), 1.0)]
     explanation = reference_explanation(example)
-    if explanation is not None:
-        records.append(explanation_record(code, review, severity, explanation))
-    return records
+    if explanation is not None and explanation_weight > 0:
+        rows.append(
+            (task_row("explanation", code, review, severity, explanation), explanation_weight)
+        )
+    return rows
 
 
 def copies(weight: float, repeat_scale: float = DEFAULT_REPEAT_SCALE) -> int:
@@ -169,13 +163,16 @@ def read_curriculum(path: Path) -> list[dict[str, Any]]:
 
 
 def training_records(
-    examples: Iterable[Mapping[str, Any]], repeat_scale: float, seed: int
+    examples: Iterable[Mapping[str, Any]],
+    repeat_scale: float,
+    seed: int,
+    explanation_weight: float = 0.5,
 ) -> list[dict[str, Any]]:
-    """Chat records with each example repeated by its weight, shuffled with ``seed``."""
+    """Task rows with each repeated by its weight, shuffled with ``seed``."""
     records = []
     for e in examples:
-        for record in example_records(e):
-            records.extend([record] * copies(e["weight"], repeat_scale))
+        for row, relative in example_rows(e, explanation_weight):
+            records.extend([row] * copies(e["weight"] * relative, repeat_scale))
     random.Random(seed).shuffle(records)
     return records
 
@@ -195,6 +192,7 @@ def write_nemo_dataset(
     validation_fraction: float = 0.1,
     repeat_scale: float = DEFAULT_REPEAT_SCALE,
     seed: int = 0,
+    explanation_weight: float = 0.5,
 ) -> NemoDatasetSummary:
     """Write the curriculum at ``examples_path`` as ``dataset_root/{training,validation}.jsonl``."""
     examples = read_curriculum(Path(examples_path))
@@ -203,11 +201,12 @@ def write_nemo_dataset(
     training, validation = split_examples(examples, validation_fraction)
     root = Path(dataset_root)
     root.mkdir(parents=True, exist_ok=True)
-    n_train = _write_jsonl(root / TRAINING_FILE, training_records(training, repeat_scale, seed))
+    records = training_records(training, repeat_scale, seed, explanation_weight)
+    n_train = _write_jsonl(root / TRAINING_FILE, records)
     if n_train == 0:
         raise ValueError(f"{examples_path}: no training rows left (all weights <= 0?)")
-    val_records = (record for e in validation for record in example_records(e))
-    n_val = _write_jsonl(root / VALIDATION_FILE, val_records)
+    val_rows = (row for e in validation for row, _ in example_rows(e, explanation_weight))
+    n_val = _write_jsonl(root / VALIDATION_FILE, val_rows)
     return NemoDatasetSummary(
         dataset_root=str(root),
         training_rows=n_train,
@@ -218,26 +217,85 @@ def write_nemo_dataset(
     )
 
 
-def completion_record(
-    record: Mapping[str, Any], apply_template: Callable[[list[dict[str, str]]], str]
-) -> dict[str, str]:
-    """A chat record as ``{"input": templated prompt, "output": assistant answer}``."""
-    messages = list(record["messages"])
-    if not messages or messages[-1]["role"] != "assistant":
-        raise ValueError("a training record must end with the assistant's answer")
-    return {"input": apply_template(messages[:-1]), "output": messages[-1]["content"]}
+def tokenize_row(
+    tokenizer: PreTrainedTokenizerBase,
+    row: Mapping[str, Any],
+    max_prompt_tokens: int,
+    max_explanation_tokens: int = DEFAULT_MAX_EXPLANATION_TOKENS,
+) -> tuple[list[int], list[int]]:
+    """(prompt ids, completion ids) of a task row, exactly as the PEFT recipe encodes it."""
+    code, review, severity = row.get("code") or "", row["review"], row["severity"]
+    if row.get("task", "severity") == "explanation":
+        prompt = build_explain_prompt(tokenizer, code, review, severity, max_prompt_tokens)
+        text = row["explanation"]
+        completion = explanation_completion_ids(tokenizer, text, max_explanation_tokens)
+    else:
+        prompt = build_prompt(tokenizer, code, review, max_prompt_tokens)
+        completion = completion_ids(tokenizer, severity)
+    return prompt, completion
 
 
-def render_completion_dataset(
-    chat_root: Path, out_root: Path, apply_template: Callable[[list[dict[str, str]]], str]
-) -> dict[str, int]:
-    """Both split files of ``chat_root`` rendered into ``out_root``; rows written per file."""
-    out_root = Path(out_root)
-    out_root.mkdir(parents=True, exist_ok=True)
-    counts = {}
-    for name in (TRAINING_FILE, VALIDATION_FILE):
-        with (Path(chat_root) / name).open(encoding="utf-8") as handle:
-            records = [json.loads(line) for line in handle if line.strip()]
-        rendered = (completion_record(r, apply_template) for r in records)
-        counts[name] = _write_jsonl(out_root / name, rendered)
-    return counts
+def sft_item(
+    prompt: list[int], completion: list[int], pad_token_id: int, label_only: bool = False
+) -> dict[str, Any]:
+    """A next-token-prediction item in nemo_automodel's layout: inputs are the sequence minus
+    its last token, labels the sequence shifted by one with the prompt masked (answer-only
+    loss); ``___PAD_TOKEN_IDS___`` tells ``default_collater`` how to pad each field. With
+    ``label_only`` only the completion's first token (the label's, which decides how the
+    student is scored) carries loss."""
+    ids = prompt + completion
+    target = completion[:1] + [IGNORE_INDEX] * (len(completion) - 1) if label_only else completion
+    labels = [IGNORE_INDEX] * len(prompt) + target
+    return {
+        "input_ids": ids[:-1],
+        "labels": labels[1:],
+        "attention_mask": [1] * (len(ids) - 1),
+        "___PAD_TOKEN_IDS___": {
+            "input_ids": pad_token_id,
+            "labels": IGNORE_INDEX,
+            "attention_mask": 0,
+        },
+    }
+
+
+class SftDataset:
+    """Map-style dataset of tokenized task rows (the recipe's ``dataset``); a fresh dict per
+    access, since the collater pops ``___PAD_TOKEN_IDS___`` from the first item in place."""
+
+    def __init__(self, items: list[tuple[list[int], list[int], bool]], pad_token_id: int) -> None:
+        self.items = items  # (prompt, completion, label only)
+        self.pad_token_id = pad_token_id
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        prompt, completion, label_only = self.items[index]
+        return sft_item(prompt, completion, self.pad_token_id, label_only)
+
+
+def sft_dataset(
+    path_or_dataset_id: str,
+    tokenizer: PreTrainedTokenizerBase,
+    max_prompt_tokens: int = 256,
+    max_explanation_tokens: int = DEFAULT_MAX_EXPLANATION_TOKENS,
+    loss: str = "completion",
+) -> SftDataset:
+    """The recipe's dataset factory (``dataset._target_`` in the generated YAML): the task rows
+    of one split file, tokenized with the tokenizer nemo_automodel passes in. ``loss`` is the
+    `training.loss` setting: ``"label"`` puts the severity rows' loss on the label's first token
+    only (the PEFT recipe's label loss, here over the whole vocabulary), ``"completion"`` on
+    every answer token; explanation rows always train on the whole explanation."""
+    if loss not in ("label", "completion"):
+        raise ValueError(f"loss={loss!r}; expected 'label' or 'completion'")
+    with Path(path_or_dataset_id).open(encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle if line.strip()]
+    if not rows:
+        raise ValueError(f"{path_or_dataset_id}: no rows")
+    items = []
+    for row in rows:
+        prompt, completion = tokenize_row(tokenizer, row, max_prompt_tokens, max_explanation_tokens)
+        label_only = loss == "label" and row.get("task", "severity") == "severity"
+        items.append((prompt, completion, label_only))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return SftDataset(items, pad)

@@ -1,19 +1,21 @@
-"""NeMo fine-tune launchers: the same FineTuneJob, run by the NeMo LoRA recipe on GPU nodes.
+"""NeMo fine-tune launchers: the same FineTuneJob, run by the NeMo AutoModel LoRA recipe.
 
-``nemo_toolkit[llm]`` cannot live in the orchestrator's venv, so every launcher starts
-``python -m flywheel_assets.external.nemo_lora`` in a NeMo environment through Dagster Pipes:
+nemo_automodel (with its own transformers and triton pins) cannot live in the orchestrator's
+venv, so every launcher starts ``python -m flywheel_assets.external.nemo_automodel_lora`` in a
+NeMo environment through Dagster Pipes:
 
-- ``NemoSubprocessLauncher``: a GPU workstation with a NeMo venv (``PipesSubprocessClient``);
-- ``NemoK8sLauncher``: a pod from the NeMo container image requesting ``nvidia.com/gpu``
-  (``PipesK8sClient`` from dagster-k8s);
+- ``NemoSubprocessLauncher``: a local NeMo venv (``scripts/build_nemo_venv.sh``), GPU
+  workstation or CPU (``PipesSubprocessClient``);
+- ``NemoK8sLauncher``: a pod from the NeMo AutoModel image (``docker/nemo-automodel.Dockerfile``)
+  requesting ``nvidia.com/gpu`` (``PipesK8sClient`` from dagster-k8s);
 - ``NemoEcsLauncher``: an ECS task on GPU container instances (dagster-aws ``PipesECSClient``).
 
-Before launching, the orchestrator converts the curriculum to NeMo's chat JSONL
+Before launching, the orchestrator writes the curriculum as the recipe's task rows
 (``flywheel_core.ml.nemo_data``) next to it; the job and the NeMo options travel as the
-Pipes extras ``job`` and ``nemo``. The runner must see the flywheel home (curriculum in, adapter
-out) on a shared volume; ``path_map`` rewrites local path prefixes to where the runner mounts it.
-The pure builders (``command``, ``pod_spec``, ``run_task_params``, ``extras``) do no I/O, so the
-exact process, pod and task are tested without a cluster or AWS.
+Pipes extras ``job`` and ``nemo``. The runner must see the flywheel home (curriculum and base
+model in, adapter out) on a shared volume; ``path_map`` rewrites local path prefixes to where
+the runner mounts it. The pure builders (``command``, ``pod_spec``, ``run_task_params``,
+``extras``) do no I/O, so the exact process, pod and task are tested without a cluster or AWS.
 """
 
 from __future__ import annotations
@@ -36,14 +38,22 @@ from flywheel_core.ml.nemo_data import (
     VALIDATION_FILE,
     write_nemo_dataset,
 )
-from flywheel_core.ml.nemo_options import DEFAULT_TARGET_MODULES, NemoOptions
+from flywheel_core.ml.nemo_options import NemoOptions
 from resources.finetune.launcher import FineTuneLauncher
 
-ENTRY_MODULE = "flywheel_assets.external.nemo_lora"
+ENTRY_MODULE = "flywheel_assets.external.nemo_automodel_lora"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_IMAGE = "nvcr.io/nvidia/nemo:25.04"
+# Built from docker/nemo-automodel.Dockerfile (this project + dagster-pipes on the NeMo
+# AutoModel container) and pushed to your registry; not a public image.
+DEFAULT_IMAGE = "flywheel-nemo-automodel:0.7.0"
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
-_PATH_FIELDS = ("base_model_path", "examples_path", "output_dir", "init_adapter_dir")
+_PATH_FIELDS = (
+    "base_model_path",
+    "examples_path",
+    "output_dir",
+    "init_adapter_dir",
+    "checkpoint_dir",
+)
 # Variables of the orchestrator's venv that would break the NeMo interpreter.
 _ORCHESTRATOR_ONLY_ENV = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")
 FINGERPRINT_FILE = "flywheel_fingerprint.txt"
@@ -63,7 +73,8 @@ def nemo_dataset_root(job: FineTuneJob) -> Path:
 
 
 def nemo_experiment_dir(job: FineTuneJob) -> Path:
-    """NeMo checkpoints sit beside the adapter dir (which the asset clears), so a re-run resumes."""
+    """The recipe's checkpoints sit beside the adapter dir (which the asset clears), so a re-run
+    resumes."""
     return Path(job.output_dir).parent / "nemo_experiment"
 
 
@@ -89,37 +100,32 @@ def reset_stale_experiment(experiment_dir: Path, fingerprint: str) -> bool:
 
 
 class NemoLauncher(FineTuneLauncher):
-    """Settings shared by the NeMo launchers; subclasses choose where the process runs."""
+    """Settings shared by the NeMo launchers; subclasses choose where the process runs. The
+    LoRA hyperparameters and the base model are the job's (the `training` settings and the
+    student), exactly as for the PEFT launcher."""
 
-    base_model: str = "hf://meta-llama/Meta-Llama-3-8B-Instruct"
-    nemo_model_config: str = "llama3_8b"  # nemo_lora.MODEL_CONFIGS key matching base_model
-    gpus: int = 1
-    tensor_parallel: int = 1
-    seq_length: int = 2048
-    micro_batch_size: int = 1
-    precision: str = "bf16-mixed"
-    target_modules: list[str] = Field(default_factory=lambda: list(DEFAULT_TARGET_MODULES))
+    gpus: int = 1  # torchrun processes per node (one per GPU; 1 on a CPU)
+    device: str = "auto"  # auto: CUDA when the runner's torch sees one, else CPU
+    recipe: str | None = None  # a YAML merged over the generated recipe (runner's path)
+    overrides: list[str] = Field(default_factory=list)  # dotlist over the recipe
+    val_every_steps: int = 0  # validation loss every N steps (0 = at the end)
     adapter_name: str = "severity"
     validation_fraction: float = 0.1
     repeat_scale: float = DEFAULT_REPEAT_SCALE
     path_map: dict[str, str] = Field(default_factory=dict)  # local prefix -> runner's prefix
     project_path: str | None = None  # where the runner finds this project (PYTHONPATH)
-    nemo_home: str | None = None  # NeMo's cache of imported base checkpoints
     env: dict[str, str] = Field(default_factory=dict)  # extra env for the runner
 
     def options(self, job: FineTuneJob) -> NemoOptions:
         return NemoOptions(
             dataset_root=map_path(str(nemo_dataset_root(job)), self.path_map),
             experiment_dir=map_path(str(nemo_experiment_dir(job)), self.path_map),
-            base_model=self.base_model,
-            model_config=self.nemo_model_config,
             adapter_name=self.adapter_name,
-            devices=self.gpus,
-            tensor_parallel=self.tensor_parallel,
-            seq_length=self.seq_length,
-            micro_batch_size=self.micro_batch_size,
-            precision=self.precision,
-            target_modules=tuple(self.target_modules),
+            device=self.device,
+            nproc_per_node=self.gpus,
+            val_every_steps=self.val_every_steps,
+            recipe=self.recipe,
+            overrides=tuple(self.overrides),
         )
 
     def extras(self, job: FineTuneJob) -> dict[str, Any]:
@@ -135,8 +141,6 @@ class NemoLauncher(FineTuneLauncher):
         env = {"TOKENIZERS_PARALLELISM": "false"}
         if self.project_path:
             env["PYTHONPATH"] = self.project_path
-        if self.nemo_home:
-            env["NEMO_HOME"] = self.nemo_home
         return {**env, **self.env}
 
     def prepare(self, context: dg.AssetExecutionContext, job: FineTuneJob) -> dict[str, Any]:
@@ -147,6 +151,7 @@ class NemoLauncher(FineTuneLauncher):
             self.validation_fraction,
             self.repeat_scale,
             job.seed,
+            job.explanation_weight,
         )
         context.log.info(
             f"NeMo dataset: {summary.training_rows} training rows (weights as repetitions), "
@@ -172,9 +177,9 @@ class NemoLauncher(FineTuneLauncher):
 
 
 class NemoSubprocessLauncher(NemoLauncher):
-    """A GPU workstation: the recipe in a local subprocess of a separate NeMo venv."""
+    """A local NeMo venv (``scripts/build_nemo_venv.sh``): the recipe in a subprocess."""
 
-    python_executable: str  # e.g. /opt/flywheel/.venv-nemo/bin/python
+    python_executable: str  # e.g. <checkout>/.venv-nemo/bin/python
     cuda_visible_devices: str | None = None
     project_path: str | None = str(PROJECT_ROOT)
 
@@ -192,7 +197,7 @@ class NemoSubprocessLauncher(NemoLauncher):
         if not (exe.is_file() and os.access(exe, os.X_OK)):
             raise dg.Failure(
                 f"NeMo python {self.python_executable!r} does not exist or is not executable: "
-                "create the NeMo venv (README, 'Fine-tuning on GPU nodes (NeMo)') and point "
+                "build the NeMo venv (make nemo-venv; docs/fine-tuning.md) and point "
                 "FLYWHEEL_NEMO_PYTHON at its bin/python"
             )
 
@@ -207,9 +212,9 @@ class NemoSubprocessLauncher(NemoLauncher):
 
 
 class NemoK8sLauncher(NemoLauncher):
-    """A Kubernetes pod from the NeMo container image, on a GPU node."""
+    """A Kubernetes pod from the NeMo AutoModel image, on a GPU node."""
 
-    image: str = DEFAULT_IMAGE  # NeMo image with this project + dagster-pipes added (README)
+    image: str = DEFAULT_IMAGE  # docker/nemo-automodel.Dockerfile, pushed to your registry
     python: str = "python"
     namespace: str = "default"
     volume_claim: str | None = None  # PVC holding the flywheel home (curriculum in, adapter out)
@@ -281,7 +286,7 @@ class NemoEcsLauncher(NemoLauncher):
     """An ECS task on GPU container instances (EC2 launch type: Fargate has no GPUs)."""
 
     cluster: str
-    task_definition: str  # family[:revision] or ARN: NeMo image, EFS volume, awslogs driver
+    task_definition: str  # family[:revision] or ARN: the NeMo AutoModel image, EFS, awslogs
     container_name: str = "nemo"
     python: str = "python"
     subnets: list[str] = Field(default_factory=list)
@@ -342,18 +347,14 @@ NEMO_LAUNCHERS = ("nemo-subprocess", "nemo-k8s", "nemo-ecs")
 def _required(env: Mapping[str, str], name: str, kind: str) -> str:
     value = env.get(name)
     if not value:
-        raise ValueError(f"FLYWHEEL_FINETUNE={kind} needs {name} (see README, NeMo section)")
+        raise ValueError(f"FLYWHEEL_FINETUNE={kind} needs {name} (see docs/fine-tuning.md)")
     return value
 
 
 def _common(env: Mapping[str, str]) -> dict[str, Any]:
     settings: dict[str, Any] = {"gpus": int(env.get("FLYWHEEL_NEMO_GPUS", "1"))}
-    if env.get("FLYWHEEL_NEMO_BASE_MODEL"):
-        settings["base_model"] = env["FLYWHEEL_NEMO_BASE_MODEL"]
-    if env.get("FLYWHEEL_NEMO_MODEL_CONFIG"):
-        settings["nemo_model_config"] = env["FLYWHEEL_NEMO_MODEL_CONFIG"]
-    if env.get("FLYWHEEL_NEMO_HOME"):
-        settings["nemo_home"] = env["FLYWHEEL_NEMO_HOME"]
+    if env.get("FLYWHEEL_NEMO_RECIPE"):
+        settings["recipe"] = env["FLYWHEEL_NEMO_RECIPE"]
     return settings
 
 

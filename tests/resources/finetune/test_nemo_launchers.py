@@ -20,7 +20,7 @@ from resources.finetune.nemo import (
     map_path,
 )
 
-ENTRY = ["-m", "flywheel_assets.external.nemo_lora"]
+ENTRY = ["-m", "flywheel_assets.external.nemo_automodel_lora"]
 
 
 def _job(root: Path, init: str | None = None) -> FineTuneJob:
@@ -47,14 +47,14 @@ def test_the_subprocess_command_and_env():
         python_executable="/opt/nemo/bin/python",
         gpus=2,
         cuda_visible_devices="0,1",
-        nemo_home="/cache/nemo",
+        env={"HF_HUB_OFFLINE": "1"},
     )
-    assert ENTRY_MODULE == "flywheel_assets.external.nemo_lora"
+    assert ENTRY_MODULE == "flywheel_assets.external.nemo_automodel_lora"
     assert launcher.command() == ["/opt/nemo/bin/python", *ENTRY]
     assert launcher.runner_env() == {
         "TOKENIZERS_PARALLELISM": "false",
         "PYTHONPATH": str(PROJECT_ROOT),
-        "NEMO_HOME": "/cache/nemo",
+        "HF_HUB_OFFLINE": "1",
         "CUDA_VISIBLE_DEVICES": "0,1",
     }
 
@@ -81,7 +81,11 @@ def test_map_path(path, expected):
 
 def test_extras_carry_the_job_with_mapped_paths_and_the_nemo_options():
     job = _job(Path("/srv/fly"), init="/srv/fly/artifacts/abc")
-    launcher = NemoK8sLauncher(path_map={"/srv/fly": "/flywheel"}, gpus=4, tensor_parallel=2)
+    launcher = NemoK8sLauncher(
+        path_map={"/srv/fly": "/flywheel"},
+        gpus=4,
+        overrides=["step_scheduler.local_batch_size=1"],
+    )
     extras = launcher.extras(job)
     assert extras["job"] == {
         **job.model_dump(),
@@ -93,28 +97,19 @@ def test_extras_carry_the_job_with_mapped_paths_and_the_nemo_options():
     assert extras["nemo"] == {
         "dataset_root": "/flywheel/work/c1/nemo_data",
         "experiment_dir": "/flywheel/work/c1/nemo_experiment",
-        "base_model": "hf://meta-llama/Meta-Llama-3-8B-Instruct",
-        "model_config": "llama3_8b",
         "adapter_name": "severity",
-        "accelerator": "gpu",
-        "devices": 4,
+        "device": "auto",
+        "nproc_per_node": 4,
         "num_nodes": 1,
-        "tensor_parallel": 2,
-        "seq_length": 2048,
-        "micro_batch_size": 1,
-        "precision": "bf16-mixed",
-        "target_modules": ["linear_qkv", "linear_proj", "linear_fc1", "linear_fc2"],
-        "val_check_interval": 50,
-        "limit_val_batches": 8,
-        "checkpoint_every": 50,
-        "num_workers": 2,
-        "tokenizer": None,
+        "val_every_steps": 0,
+        "recipe": None,
+        "overrides": ["step_scheduler.local_batch_size=1"],
     }
     json.dumps(extras)  # Pipes sends it as JSON
 
 
 K8S = NemoK8sLauncher(
-    image="registry.example/flywheel-nemo:25.04",
+    image="registry.example/flywheel-nemo-automodel:0.7.0",
     gpus=2,
     volume_claim="flywheel-home",
     node_selector={"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
@@ -130,7 +125,7 @@ def test_the_exact_k8s_pod_spec():
         "containers": [
             {
                 "name": "nemo",
-                "image": "registry.example/flywheel-nemo:25.04",
+                "image": "registry.example/flywheel-nemo-automodel:0.7.0",
                 "command": ["python", *ENTRY],
                 "env": [
                     {"name": "HF_HUB_OFFLINE", "value": "1"},
@@ -181,7 +176,7 @@ def test_the_exact_ecs_run_task_params():
         gpus=4,
         subnets=["subnet-a", "subnet-b"],
         security_groups=["sg-1"],
-        nemo_home="/mnt/efs/nemo",
+        env={"HF_HOME": "/mnt/efs/hf"},
     )
     assert launcher.run_task_params() == {
         "cluster": "gpu-cluster",
@@ -201,7 +196,7 @@ def test_the_exact_ecs_run_task_params():
                     "name": "nemo",
                     "command": ["python", *ENTRY],
                     "environment": [
-                        {"name": "NEMO_HOME", "value": "/mnt/efs/nemo"},
+                        {"name": "HF_HOME", "value": "/mnt/efs/hf"},
                         {"name": "TOKENIZERS_PARALLELISM", "value": "false"},
                     ],
                     "resourceRequirements": [{"type": "GPU", "value": "4"}],
@@ -323,7 +318,7 @@ def test_checkpoints_survive_a_rerun_of_the_same_job_and_not_a_changed_one(tmp_p
     job = _job(tmp_path)
     _curriculum(job)
     K8S.prepare(context, job)
-    checkpoint = tmp_path / "work" / "c1" / "nemo_experiment" / "severity" / "checkpoints"
+    checkpoint = tmp_path / "work" / "c1" / "nemo_experiment" / "checkpoints" / "epoch_0_step_9"
     checkpoint.mkdir(parents=True)
     K8S.prepare(context, job)  # e.g. after the pod was killed: resume
     assert checkpoint.is_dir()
