@@ -29,7 +29,8 @@ import polars as pl
 from flywheel_assets.assets.step06_lora_adapter import build_job
 from flywheel_assets.definitions import build_definitions
 from flywheel_assets.external.train_lora import read_examples
-from flywheel_cli.runner import persistent_instance, run_cycles
+from flywheel_cli.instance import persistent_instance
+from flywheel_cli.runner import run_cycles
 from flywheel_core.ml.lora_training import train_lora
 from flywheel_core.ml.recipe import resolve_config
 from flywheel_core.teaching.heldout_sets import score_set
