@@ -117,7 +117,7 @@ def test_heldout_evaluation_scores_the_nemo_adapter_with_the_student(nemo_cycles
         candidate = results.filter(results["role"] == "candidate").row(0, named=True)
         assert candidate["model_ref"] == f"adapter:{adapters[cycle]['adapter_sha256']}"
         meta = latest_metadata(instance, "heldout_evaluation", cycle)
-        assert meta["heldout_items"] == 24 and 0.0 <= meta["candidate_accuracy"] <= 1.0
+        assert meta["heldout_items"] == 24 and 0.0 <= meta["candidate accuracy (%)"] <= 100.0
 
 
 def test_the_gate_passes_and_triton_serves_the_nemo_adapter(nemo_cycles):
