@@ -18,6 +18,7 @@ SMOLLM2_OVERRIDES = [
     "exam.num_questions=8",
     "curriculum.new_examples_per_cycle=8",
     "training.steps_per_cycle=2",
+    "training.max_steps_per_cycle=2",
     "training.batch_size=4",
     "heldout.max_items=8",
 ]
