@@ -35,6 +35,9 @@ class CurriculumSettings(_Section):
     new_examples_per_cycle: int = Field(160, ge=1)
     weak_class_boost: float = Field(0.5, ge=0.0)
     feedback_weight: float = Field(1.5, gt=0.0)
+    # Rarer severities weigh more: (1 / (K * share of the weight)) ** class_balance; 0 = off,
+    # 1 = every severity carries the same total weight (teaching/curriculum_weights.py).
+    class_balance: float = Field(0.5, ge=0.0, le=1.0)
 
 
 class LoraSettings(_Section):
@@ -71,7 +74,7 @@ class TrainingSettings(LoraSettings):
     # comes from earlier cycles' examples, at least `steps_per_cycle`, at most
     # `max_steps_per_cycle`.
     steps_per_cycle: int = Field(80, ge=1)
-    new_data_passes: float = Field(2.0, gt=0.0)
+    new_data_passes: float = Field(3.0, gt=0.0)
     max_steps_per_cycle: int = Field(320, ge=1)
     # Stopping rule (see flywheel_core/teaching/stopping.py); null disables a rule.
     plateau_cycles: int | None = Field(3, ge=1)

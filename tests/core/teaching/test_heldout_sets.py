@@ -56,12 +56,12 @@ def test_hold_out_share_is_deterministic_and_close_to_the_setting():
 
 
 def test_steps_follow_the_new_data_within_the_bounds():
-    training = TrainingSettings()  # 2 passes, replay 0.5, batch 8, 80..320 steps
+    training = TrainingSettings()  # 3 passes, replay 0.5, batch 8, 80..320 steps
     assert new_per_batch(8, 0.5) == 4
-    assert steps_for_cycle(160, 0, training)[0] == 80  # first cycle: 40 wanted, minimum 80
-    assert steps_for_cycle(160, 160, training)[0] == 80  # a seed-only cycle: 2 x 160 / 4
+    assert steps_for_cycle(160, 0, training)[0] == 80  # first cycle: 60 wanted, minimum 80
+    assert steps_for_cycle(160, 160, training)[0] == 120  # a seed-only cycle: 3 x 160 / 4
     steps, why = steps_for_cycle(388, 500, training)  # a feedback batch joins
-    assert steps == 194 and "388 new examples" in why
+    assert steps == 291 and "388 new examples" in why
     steps, why = steps_for_cycle(2000, 500, training)
     assert steps == 320 and "cap max_steps_per_cycle" in why
 
