@@ -78,7 +78,9 @@ def test_changed_file_is_a_new_cycle_and_unchanged_content_is_not(defs, tmp_path
     assert stored.height == 2
 
 
-def test_an_entirely_invalid_batch_fails_naming_file_and_lines(defs, tmp_path):
+def test_an_entirely_invalid_batch_is_quarantined_with_its_reason_on_the_asset(defs, tmp_path):
+    """Not a failed (red) partition with the reason in a run log: no materialization, nothing
+    downstream, and an observation of the partition that says why."""
     instance = dg.DagsterInstance.ephemeral()
     drop(tmp_path / "feedback", "bad.jsonl", b'{"code": 1}\nnot json\n')
     result, _ = tick(defs, instance)
@@ -86,13 +88,20 @@ def test_an_entirely_invalid_batch_fails_naming_file_and_lines(defs, tmp_path):
     run = defs.resolve_job_def("flywheel_cycle").execute_in_process(
         partition_key=key,
         instance=instance,
-        asset_selection=[dg.AssetKey("reviewer_feedback")],
-        raise_on_error=False,
+        asset_selection=[dg.AssetKey("reviewer_feedback"), dg.AssetKey("exam")],
     )
-    assert not run.success
-    failure = next(e for e in run.all_events if e.event_type_value == "STEP_FAILURE")
-    message = failure.step_failure_data.error.message
-    assert "bad.jsonl" in message and "line 1:" in message and "line 2:" in message
+    assert run.success
+    assert run.asset_materializations_for_node("reviewer_feedback") == []
+    assert "exam" in {e.step_key for e in run.all_events if e.event_type_value == "STEP_SKIPPED"}
+    (observation,) = instance.fetch_observations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("reviewer_feedback"), asset_partitions=[key]),
+        limit=10,
+    ).records
+    meta = {k: getattr(v, "value", v) for k, v in observation.asset_observation.metadata.items()}
+    assert meta["batch_status"] == "quarantined"
+    reason = meta["quarantine_reason"]
+    assert "bad.jsonl" in reason and "line 1:" in reason and "line 2:" in reason
+    assert (meta["received"], meta["accepted"], meta["quarantined"]) == (2, 0, 2)
     quarantined = defs.resources["store"].query("SELECT line_no FROM feedback_quarantine")
     assert sorted(quarantined["line_no"]) == [1, 2]
 
