@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flywheel_assets.definitions import build_definitions
+from flywheel_assets.jobs import WHEEL_TAG
 from flywheel_assets.partitions import cycles
 from flywheel_assets.sensors import feedback_sensor, plan_tick
 from flywheel_core.feedback.batches import batch_key
@@ -51,6 +52,17 @@ def tick(defs, instance, cursor=None):
     return result, context.cursor
 
 
+def launch_as_the_daemon_would(defs, instance, request: dg.RunRequest):
+    """The sensor's run request, as a run of the job the sensor targets, with its tags."""
+    job = defs.resolve_job_def(defs.resolve_sensor_def("feedback_sensor").job_name)
+    return job.execute_in_process(
+        partition_key=request.partition_key,
+        asset_selection=request.asset_selection,
+        tags=request.tags,
+        instance=instance,
+    )
+
+
 def test_changed_file_is_a_new_cycle_and_unchanged_content_is_not(defs, tmp_path):
     instance = dg.DagsterInstance.ephemeral()
     landing = tmp_path / "feedback"
@@ -62,6 +74,10 @@ def test_changed_file_is_a_new_cycle_and_unchanged_content_is_not(defs, tmp_path
     request = first.run_requests[0]
     assert request.asset_selection == [dg.AssetKey("reviewer_feedback")]
     assert request.tags["flywheel/feedback_file"] == "a.jsonl"
+    run = launch_as_the_daemon_would(defs, instance, request)
+    assert run.success and run.dagster_run.job_name == "flywheel_cycle"  # not __ASSET_JOB
+    assert run.dagster_run.tags["dagster/partition"] == request.partition_key
+    assert WHEEL_TAG in run.dagster_run.tags  # queued with the flywheel's other cycle runs
 
     drop(landing, "a.jsonl", feedback_jsonl("v2"))
     second, cursor = tick(defs, instance, cursor)
