@@ -33,23 +33,8 @@ import yaml
 from flywheel_assets.definitions import build_definitions
 from flywheel_assets.partitions import cycles
 from flywheel_cli.instance import write_instance_config
+from flywheel_core.tiny import TINY_OVERRIDES
 
-TINY = [
-    "student.base_model=tiny-llama",
-    "student.num_threads=1",
-    "student.max_prompt_tokens=192",
-    "exam.num_questions=16",
-    "curriculum.new_examples_per_cycle=24",
-    "training.steps_per_cycle=6",
-    "training.batch_size=4",
-    "training.layers_to_train=null",
-    "heldout.max_items=24",
-    "judge.sample_size=8",
-    "judge.max_new_tokens=12",
-    "training.max_explanation_tokens=32",
-    "gate.max_accuracy_drop=1.0",
-    "gate.block_recall_collapse=false",
-]
 # Every measured cycle fine-tunes (the stopping rule would skip later ones).
 ALWAYS_TRAIN = ["training.plateau_cycles=null"]
 
@@ -113,7 +98,7 @@ def main() -> None:
     config = home / "settings.yaml"
     from flywheel_core.settings import merge_overrides
 
-    overrides = ALWAYS_TRAIN + ([] if args.real else TINY)
+    overrides = ALWAYS_TRAIN + ([] if args.real else TINY_OVERRIDES)
     config.write_text(yaml.safe_dump(merge_overrides(None, overrides)))
     os.environ.update(
         FLYWHEEL_HOME=str(home), FLYWHEEL_CONFIG=str(config), DAGSTER_HOME=str(home / "dagster")

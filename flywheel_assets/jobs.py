@@ -11,12 +11,13 @@ from flywheel_assets.assets import CYCLE_ASSETS
 from flywheel_assets.assets.step00_seed_corpus import seed_corpus
 
 WHEEL_TAG = "flywheel/wheel"
+CYCLE_JOB = "flywheel_cycle"
 
 
 def cycle_job(wheel: str, executor: dg.ExecutorDefinition = dg.in_process_executor):
     """The cycle job of the flywheel at `wheel` (its home), steps in one process by default."""
     return dg.define_asset_job(
-        "flywheel_cycle",
+        CYCLE_JOB,
         selection=dg.AssetSelection.assets(*CYCLE_ASSETS),
         description="One turn of the flywheel for one cycle partition: reviewer feedback, exam, "
         "answers, grading, curriculum, fine-tune, held-out evaluation and gate, explanation "

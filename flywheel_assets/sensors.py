@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from flywheel_assets.assets.step01_reviewer_feedback import reviewer_feedback
+from flywheel_assets.jobs import CYCLE_JOB
 from flywheel_assets.partitions import cycles
 from flywheel_core.feedback.batches import batch_key, skip_reason
 from flywheel_core.hashing import sha256_bytes
@@ -88,8 +89,11 @@ def _run_request(key: str, file: LandedFile, sha: str) -> dg.RunRequest:
     name="feedback_sensor",
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    asset_selection=[reviewer_feedback],
-    description="Turns each new or changed reviewer-feedback file into a flywheel cycle.",
+    # A run of the cycle job (its reviewer_feedback step): named `flywheel_cycle` in the UI, not
+    # `__ASSET_JOB`, and carrying the job's flywheel tag, so it queues with the cycle's runs.
+    job_name=CYCLE_JOB,
+    description="Turns each new or changed reviewer-feedback file into a flywheel cycle: a "
+    "`flywheel_cycle` run of the batch's reviewer_feedback, tagged with the file.",
 )
 def feedback_sensor(
     context: dg.SensorEvaluationContext, feedback_landing: FeedbackLanding, store: LineageStore

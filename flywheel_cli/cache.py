@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from resources.lineage.store import LineageStore
+from flywheel_cli.store import existing_store
 from resources.teacher.ledger import cache_entries, clear_cache
 
 
@@ -22,10 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    store = LineageStore(home=str(args.home.resolve()))
-    if not store.db_path.is_file():
-        print(f"flywheel cache: no lineage store at {store.db_path}")  # noqa: T201
-        return 2
+    store = existing_store(args.home)
     if args.action == "list":
         rows = cache_entries(store, args.cycle, args.asset)
         for r in rows.iter_rows(named=True):

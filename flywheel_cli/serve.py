@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 from flywheel_cli.errors import UserError
+from flywheel_cli.store import existing_store
 from resources.lineage.deployments import ROLLBACK, deployment_row
-from resources.lineage.store import LineageStore
 from resources.triton import production
 from resources.triton.client import MODEL_NAME, ReviewClient
 from resources.triton.repository import TritonModelRepository
@@ -105,9 +105,7 @@ def run_serve(args: argparse.Namespace) -> int:
 def run_rollback(args: argparse.Namespace) -> int:
     server = server_for(args)
     repo = repository_for(server)
-    store = LineageStore(home=str(args.home.resolve()))
-    if not store.db_path.is_file():  # never create an empty store at a mistyped --home
-        raise UserError(f"no lineage store at {store.db_path} (check --home / FLYWHEEL_HOME)")
+    store = existing_store(args.home)
     target = store.find_deployment(args.target)
     version = int(target["model_version"])
     rollout = go_live(repo, server, version, quarantine_on_failure=False)
@@ -151,7 +149,7 @@ def run_review(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    store = LineageStore(home=str(args.home.resolve()))
+    store = existing_store(args.home)
     rows = store.deployed_adapter_uris()
     adapters = production.deployed_adapters(rows)
     if args.target == "vllm":

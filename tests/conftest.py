@@ -13,30 +13,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
+# Small enough for seconds per cycle with the config-built tiny Llama; one list, in the core
+# library, that the benchmarks use too (tests import it from here).
+from flywheel_core.tiny import TINY_OVERRIDES  # noqa: E402, F401
+
 torch.set_num_threads(1)
 
 CACHE_DIR = Path(os.environ.get("FLYWHEEL_CACHE", "~/.cache/flywheel")).expanduser()
-
-# Small enough for seconds per cycle with the config-built tiny Llama.
-TINY_OVERRIDES = [
-    "student.base_model=tiny-llama",
-    "student.num_threads=1",
-    "student.max_prompt_tokens=192",
-    "exam.num_questions=16",
-    "curriculum.new_examples_per_cycle=24",
-    "training.steps_per_cycle=6",
-    "training.max_steps_per_cycle=6",
-    "training.batch_size=4",
-    "training.layers_to_train=null",
-    "heldout.max_items=24",
-    "judge.sample_size=8",
-    "judge.max_new_tokens=12",
-    "training.max_explanation_tokens=32",
-    # A random tiny model's held-out accuracy is noise: the gate has its own tests.
-    "gate.max_accuracy_drop=1.0",
-    "gate.block_recall_collapse=false",
-    "gate.max_answer_excess=1.0",
-]
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,4 +1,14 @@
-"""reviewer_feedback: the cycle's batch of reviewer verdicts, validated row by row."""
+"""reviewer_feedback: the cycle's batch of reviewer verdicts, validated row by row.
+
+A batch that can never turn the wheel (every row rejected, or its file changed after it landed)
+is quarantined, not failed: the partition is left unmaterialized (so nothing downstream runs and
+the automation requests nothing), and an observation of it says why (`batch_status`,
+`quarantine_reason`), on the asset's page instead of a red partition with the reason in a run
+log. The rejected rows are in the `feedback_quarantine` table. A file that cannot be read now
+(storage down) is still a failure: a retry may succeed.
+"""
+
+from collections.abc import Iterator
 
 import dagster as dg
 import polars as pl
@@ -12,7 +22,12 @@ from resources.feedback_landing import FeedbackLanding
 from resources.lineage.feedback import batch_row
 from resources.lineage.store import LineageStore
 
-VERSION = "3"
+VERSION = "4"
+QUARANTINED = "quarantined"
+
+
+class QuarantinedBatch(Exception):
+    """The batch can never be a cycle; the message says why."""
 
 
 def read_batch(
@@ -29,7 +44,7 @@ def read_batch(
         return batch_row(cycle, file, landing.uri(name), sha256_bytes(data)), data
     data = landing.read_bytes(record["file_name"])
     if record["sha256"] and sha256_bytes(data) != record["sha256"]:
-        raise dg.Failure(
+        raise QuarantinedBatch(
             f"{record['uri']} changed since it landed as cycle {cycle} (sha256 "
             f"{record['sha256'][:12]}...); its new content is a cycle of its own"
         )
@@ -67,24 +82,67 @@ def quarantine_frame(cycle: str, uri: str | None, batch: ValidatedBatch) -> pl.D
     return pl.DataFrame(rows)
 
 
-def fail_if_all_rejected(uri: str | None, batch: ValidatedBatch) -> None:
+def quarantine_if_all_rejected(uri: str | None, batch: ValidatedBatch) -> None:
     if batch.received and not batch.accepted:
         shown = "; ".join(f"line {r['line_no']}: {r['reason']}" for r in batch.quarantined[:10])
         more = f" (+{len(batch.quarantined) - 10} more)" if len(batch.quarantined) > 10 else ""
-        raise dg.Failure(
+        raise QuarantinedBatch(
             f"every row of {uri} was rejected ({batch.received} rows): {shown}{more}; "
             "the rows are in the feedback_quarantine table"
         )
 
 
-@dg.asset(partitions_def=cycles, group_name="flywheel", code_version=VERSION)
+@dg.asset(
+    partitions_def=cycles,
+    group_name="flywheel",
+    code_version=VERSION,
+    output_required=False,  # a quarantined batch: no materialization, nothing downstream
+)
 def reviewer_feedback(
     context: dg.AssetExecutionContext,
     store: LineageStore,
     feedback_landing: FeedbackLanding,
     flywheel_config: FlywheelConfig,
-) -> dg.MaterializeResult:
+) -> Iterator[dg.MaterializeResult]:
     """Accepted and quarantined reviewer-feedback rows of the cycle (none for a bootstrap cycle)."""
+    try:
+        result = ingest(context, store, feedback_landing, flywheel_config)
+    except QuarantinedBatch as exc:
+        context.log.warning(f"cycle {context.partition_key} quarantined: {exc}")
+        context.log_event(quarantine_observation(context, store, str(exc)))
+        return
+    yield result
+
+
+def quarantine_observation(
+    context: dg.AssetExecutionContext, store: LineageStore, reason: str
+) -> dg.AssetObservation:
+    """What the asset's page shows for a quarantined batch: its status, why, and its counts."""
+    record = store.lookup_batch(context.partition_key) or {}
+    counts = store.batch_counts(context.partition_key)
+    received, accepted, quarantined = counts if counts else (0, 0, 0)
+    return dg.AssetObservation(
+        asset_key=context.asset_key,
+        partition=context.partition_key,
+        description=f"Quarantined: {reason}",
+        metadata={
+            "batch_status": QUARANTINED,
+            "quarantine_reason": reason,
+            "batch_file": record.get("uri") or "unknown",
+            "received": dg.MetadataValue.int(received),
+            "accepted": dg.MetadataValue.int(accepted),
+            "quarantined": dg.MetadataValue.int(quarantined),
+        },
+    )
+
+
+def ingest(
+    context: dg.AssetExecutionContext,
+    store: LineageStore,
+    feedback_landing: FeedbackLanding,
+    flywheel_config: FlywheelConfig,
+) -> dg.MaterializeResult:
+    """Validate and store the batch; raises QuarantinedBatch for one that can never be a cycle."""
     cycle = context.partition_key
     seq = store.register_cycle(cycle)
     record, data = read_batch(cycle, store, feedback_landing)
@@ -105,7 +163,7 @@ def reviewer_feedback(
         pl.DataFrame([{**record, **counts, "asset_version": VERSION}]),
         cycle=cycle,
     )
-    fail_if_all_rejected(uri, batch)
+    quarantine_if_all_rejected(uri, batch)
     for row in batch.quarantined[:50]:
         context.log.warning(f"{uri}:{row['line_no']} quarantined: {row['reason']}")
     return dg.MaterializeResult(

@@ -27,6 +27,9 @@ What a run does:
    HF PEFT format, which ``peft.PeftModel.from_pretrained`` loads) into ``job["output_dir"]``
    and reports the run's metrics as the materialization.
 
+Launched by ``NemoSubprocessLauncher``, this process and the workers die with the Dagster step
+that launched it (``flywheel_core.processes``): killing the orchestrator leaves no trainer.
+
 Checkpoints stay in ``<experiment_dir>/checkpoints`` (outside the adapter dir): a re-run after a
 crash resumes from the last one (the recipe finds it); the launcher clears them when the job or
 the data changed.
@@ -59,6 +62,7 @@ from flywheel_core.ml.hardware import cpu_has_native_bf16
 from flywheel_core.ml.nemo_automodel_recipe import CHECKPOINTS, RECIPE_CLASS, automodel_config
 from flywheel_core.ml.nemo_data import VALIDATION_FILE
 from flywheel_core.ml.nemo_options import HF_ADAPTER_FILES, NIM_TARGET_MODULES, NemoOptions
+from flywheel_core.processes import die_with_launcher
 
 logger = logging.getLogger("flywheel_assets.external.nemo_automodel_lora")
 ENTRY_MODULE = "flywheel_assets.external.nemo_automodel_lora"
@@ -367,6 +371,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--job", type=Path, help="job JSON (when not launched by Dagster)")
     parser.add_argument("--nemo", type=Path, help="NemoOptions JSON (when not launched by Dagster)")
     args = parser.parse_args(argv)
+    # Launched by NemoSubprocessLauncher: this process and torchrun's workers (which inherit the
+    # launcher's pid) die with the Dagster step; torchrun exits once its workers are gone.
+    die_with_launcher()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.worker:
         worker(args.worker, args.init_adapter)

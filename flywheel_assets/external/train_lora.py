@@ -17,6 +17,10 @@ dotlist overrides (highest precedence)::
     python -m flywheel_assets.external.train_lora --job job.json learning_rate=1e-3 max_steps=20
     python -m flywheel_assets.external.train_lora --config my_recipe.yaml --job job.json
 
+Launched by ``LocalPeftLauncher``, the trainer dies with the process that launched it (the
+Dagster step), so killing the orchestrator never leaves a trainer running; the re-run resumes
+from the last checkpoint.
+
 For the crash-resume test only: ``FLYWHEEL_TEST_CRASH_AFTER_STEP=k`` in the environment kills
 the process with SIGKILL right after step ``k`` (and its checkpoint, if one is due) is done.
 """
@@ -35,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from dagster_pipes import PipesContext, PipesEnvVarParamsLoader, open_dagster_pipes
+
+from flywheel_core.processes import die_with_launcher
 
 logger = logging.getLogger("flywheel_assets.external.train_lora")
 EXAMPLE_COLUMNS = ("code", "review", "severity", "weight", "explanation")
@@ -168,6 +174,7 @@ def run_job(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    die_with_launcher()  # killed with the Dagster step that launched it: no orphaned trainer
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--job", type=Path, help="job JSON file (when not launched by Dagster)")
     parser.add_argument("--config", type=Path, help="recipe YAML (default recipes/lora_cpu.yaml)")

@@ -22,21 +22,6 @@ def _markdown_png(fig, alt: str) -> str:
     return f"![{alt}](data:image/png;base64,{encoded})"
 
 
-def accuracy_over_cycles(
-    labels: Sequence[str], accuracy: Sequence[float], macro_f1: Sequence[float], baseline: float
-) -> str:
-    fig, ax = plt.subplots(figsize=(6, 3))
-    ax.plot(labels, [100 * a for a in accuracy], marker="o", label="accuracy (%)")
-    ax.plot(labels, [100 * f for f in macro_f1], marker="s", label="macro-F1 (x100)")
-    ax.axhline(100 * baseline, color="grey", linestyle="--", label="majority class (%)")
-    ax.set_ylim(0, 100)
-    ax.set_ylabel("held-out")
-    # Outside the axes: inside, it covered the newest point.
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
-    ax.grid(alpha=0.3)
-    return _markdown_png(fig, "held-out accuracy per cycle")
-
-
 def loss_curve(losses: Sequence[float], validation: Sequence[tuple[int, float]] = ()) -> str:
     """Training loss per step (and validation loss where measured)."""
     fig, ax = plt.subplots(figsize=(6, 3))

@@ -83,13 +83,3 @@ def written_feedback(report: dict) -> str:
     if share > 0.5:
         parts.append(f"The student answers '{favoured}' for {share:.0%} of the questions.")
     return " ".join(parts)
-
-
-def confusion_markdown(report: dict) -> str:
-    header = "| answer key \\ student | " + " | ".join(SEVERITIES) + " | recall |"
-    lines = [header, "|" + "---|" * (len(SEVERITIES) + 2)]
-    for t in SEVERITIES:
-        row = report["confusion"][t]
-        cells = " | ".join(str(row[p]) for p in SEVERITIES)
-        lines.append(f"| **{t}** | {cells} | {report['per_class'][t]['recall']:.0%} |")
-    return "\n".join(lines)

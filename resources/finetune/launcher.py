@@ -10,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 
 from flywheel_core.ml.finetune_job import FineTuneJob
+from flywheel_core.processes import launcher_env
 
 
 class FineTuneLauncher(dg.ConfigurableResource, ABC):
@@ -33,6 +34,7 @@ class LocalPeftLauncher(FineTuneLauncher):
             "OMP_NUM_THREADS": threads,
             "MKL_NUM_THREADS": threads,
             "TOKENIZERS_PARALLELISM": "false",
+            **launcher_env(),  # the trainer dies with this process (no orphan when it is killed)
         }
         command = [
             self.python_executable or sys.executable,

@@ -39,6 +39,7 @@ from flywheel_core.ml.nemo_data import (
     write_nemo_dataset,
 )
 from flywheel_core.ml.nemo_options import NemoOptions
+from flywheel_core.processes import launcher_env
 from resources.finetune.launcher import FineTuneLauncher
 
 ENTRY_MODULE = "flywheel_assets.external.nemo_automodel_lora"
@@ -187,7 +188,7 @@ class NemoSubprocessLauncher(NemoLauncher):
         return [self.python_executable, "-m", ENTRY_MODULE]
 
     def runner_env(self) -> dict[str, str]:
-        env = super().runner_env()
+        env = {**super().runner_env(), **launcher_env()}  # the runner dies with this process
         if self.cuda_visible_devices is not None:
             env["CUDA_VISIBLE_DEVICES"] = self.cuda_visible_devices
         return env

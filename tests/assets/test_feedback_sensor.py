@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flywheel_assets.definitions import build_definitions
+from flywheel_assets.jobs import WHEEL_TAG
 from flywheel_assets.partitions import cycles
 from flywheel_assets.sensors import feedback_sensor, plan_tick
 from flywheel_core.feedback.batches import batch_key
@@ -51,6 +52,17 @@ def tick(defs, instance, cursor=None):
     return result, context.cursor
 
 
+def launch_as_the_daemon_would(defs, instance, request: dg.RunRequest):
+    """The sensor's run request, as a run of the job the sensor targets, with its tags."""
+    job = defs.resolve_job_def(defs.resolve_sensor_def("feedback_sensor").job_name)
+    return job.execute_in_process(
+        partition_key=request.partition_key,
+        asset_selection=request.asset_selection,
+        tags=request.tags,
+        instance=instance,
+    )
+
+
 def test_changed_file_is_a_new_cycle_and_unchanged_content_is_not(defs, tmp_path):
     instance = dg.DagsterInstance.ephemeral()
     landing = tmp_path / "feedback"
@@ -62,6 +74,10 @@ def test_changed_file_is_a_new_cycle_and_unchanged_content_is_not(defs, tmp_path
     request = first.run_requests[0]
     assert request.asset_selection == [dg.AssetKey("reviewer_feedback")]
     assert request.tags["flywheel/feedback_file"] == "a.jsonl"
+    run = launch_as_the_daemon_would(defs, instance, request)
+    assert run.success and run.dagster_run.job_name == "flywheel_cycle"  # not __ASSET_JOB
+    assert run.dagster_run.tags["dagster/partition"] == request.partition_key
+    assert WHEEL_TAG in run.dagster_run.tags  # queued with the flywheel's other cycle runs
 
     drop(landing, "a.jsonl", feedback_jsonl("v2"))
     second, cursor = tick(defs, instance, cursor)
@@ -78,7 +94,9 @@ def test_changed_file_is_a_new_cycle_and_unchanged_content_is_not(defs, tmp_path
     assert stored.height == 2
 
 
-def test_an_entirely_invalid_batch_fails_naming_file_and_lines(defs, tmp_path):
+def test_an_entirely_invalid_batch_is_quarantined_with_its_reason_on_the_asset(defs, tmp_path):
+    """Not a failed (red) partition with the reason in a run log: no materialization, nothing
+    downstream, and an observation of the partition that says why."""
     instance = dg.DagsterInstance.ephemeral()
     drop(tmp_path / "feedback", "bad.jsonl", b'{"code": 1}\nnot json\n')
     result, _ = tick(defs, instance)
@@ -86,13 +104,20 @@ def test_an_entirely_invalid_batch_fails_naming_file_and_lines(defs, tmp_path):
     run = defs.resolve_job_def("flywheel_cycle").execute_in_process(
         partition_key=key,
         instance=instance,
-        asset_selection=[dg.AssetKey("reviewer_feedback")],
-        raise_on_error=False,
+        asset_selection=[dg.AssetKey("reviewer_feedback"), dg.AssetKey("exam")],
     )
-    assert not run.success
-    failure = next(e for e in run.all_events if e.event_type_value == "STEP_FAILURE")
-    message = failure.step_failure_data.error.message
-    assert "bad.jsonl" in message and "line 1:" in message and "line 2:" in message
+    assert run.success
+    assert run.asset_materializations_for_node("reviewer_feedback") == []
+    assert "exam" in {e.step_key for e in run.all_events if e.event_type_value == "STEP_SKIPPED"}
+    (observation,) = instance.fetch_observations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("reviewer_feedback"), asset_partitions=[key]),
+        limit=10,
+    ).records
+    meta = {k: getattr(v, "value", v) for k, v in observation.asset_observation.metadata.items()}
+    assert meta["batch_status"] == "quarantined"
+    reason = meta["quarantine_reason"]
+    assert "bad.jsonl" in reason and "line 1:" in reason and "line 2:" in reason
+    assert (meta["received"], meta["accepted"], meta["quarantined"]) == (2, 0, 2)
     quarantined = defs.resources["store"].query("SELECT line_no FROM feedback_quarantine")
     assert sorted(quarantined["line_no"]) == [1, 2]
 

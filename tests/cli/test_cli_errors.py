@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from flywheel_cli.main import main
 from resources.lineage.store import LineageStore
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.support.ports import free_ports
 
 
 def _one_line_error(capsys, *words: str) -> str:
@@ -39,15 +32,19 @@ def test_missing_code_file_is_one_line(tmp_path, capsys):
 def test_no_server_is_one_line(tmp_path, capsys):
     code = tmp_path / "a.py"
     code.write_text("x = 1\n")
-    url = f"127.0.0.1:{_free_port()}"
+    url = f"127.0.0.1:{free_ports(1)[0]}"
     assert main(["review", "--code", str(code), "--comment", "x", "--url", url]) == 2
     _one_line_error(capsys, "flywheel review:")
 
 
-def test_rollback_with_a_mistyped_home_creates_nothing(tmp_path, capsys):
+@pytest.mark.parametrize(
+    "command",
+    [["rollback", "3"], ["audit"], ["cache", "list"], ["export-serving", "vllm", "--out", "x"]],
+)
+def test_a_mistyped_home_is_one_line_and_creates_nothing(tmp_path, capsys, command):
     home = tmp_path / "typo"
-    assert main(["rollback", "3", "--home", str(home)]) == 2
-    _one_line_error(capsys, "no lineage store")
+    assert main([*command, "--home", str(home)]) == 2
+    _one_line_error(capsys, f"flywheel {command[0]}:", "no lineage store", "--home")
     assert not home.exists()
 
 

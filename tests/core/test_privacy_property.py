@@ -60,67 +60,9 @@ def aws_secret(draw) -> str:
     return draw(st.sampled_from(UPPER)) + draw(st.sampled_from(LOWER)) + body + "7"
 
 
-# form -> strategy of (planted text, where: code | review, the secret's parts)
-def _form(template_strategy, where="code"):
-    return template_strategy.map(lambda t: (t[0], where, t[1]))
-
-
-@st.composite
-def aws_id_in_code(draw):
-    key = draw(aws_key_id())
-    line = draw(st.sampled_from(['AWS_ACCESS_KEY_ID = "{}"', "aws_access_key_id={}"]))
-    return line.format(key), [key]
-
-
-@st.composite
-def aws_secret_in_code(draw):
-    secret = draw(aws_secret())
-    line = draw(
-        st.sampled_from(
-            ['aws_secret_access_key = "{}"', "AWS_SECRET_ACCESS_KEY={}", "'aws_secret': '{}',"]
-        )
-    )
-    return line.format(secret), [secret]
-
-
-@st.composite
-def aws_secret_in_prose(draw):
-    secret = draw(aws_secret())
-    line = draw(
-        st.sampled_from(
-            [
-                "The AWS secret key {} is committed here; rotate it.",
-                "I found our aws secret ({}) in this file.",
-                "Remove {} - that is the production AWS secret.",
-            ]
-        )
-    )
-    return line.format(secret), [secret]
-
-
-@st.composite
-def github_token(draw):
-    token = draw(
-        st.one_of(
-            chars(ALNUM, 36, 40).map(lambda s: "ghp_" + s),
-            chars(ALNUM + "_", 22, 60).map(lambda s: "github_pat_" + s),
-        )
-    )
-    line = draw(st.sampled_from(['GITHUB_TOKEN = "{}"', "git clone https://{}@github.com/o/r"]))
-    return line.format(token), [token]
-
-
-@st.composite
-def gitlab_token(draw):
-    token = "glpat-" + draw(chars(ALNUM + "_-", 20, 20))
-    line = draw(st.sampled_from(['headers = {{"PRIVATE-TOKEN": "{}"}}', "export GL={}"]))
-    return line.format(token), [token]
-
-
-@st.composite
-def slack_token(draw):
-    token = f"xoxb-{draw(chars(DIGITS, 12, 12))}-{draw(chars(ALNUM, 24, 24))}"
-    return draw(st.sampled_from(['SLACK = "{}"', "client = WebClient({})"])).format(token), [token]
+def planted(secret: st.SearchStrategy[str], templates: list[str]) -> st.SearchStrategy:
+    """One of the templates with a drawn secret in it: (the planted text, [the secret])."""
+    return st.tuples(secret, st.sampled_from(templates)).map(lambda p: (p[1].format(p[0]), [p[0]]))
 
 
 @st.composite
@@ -130,69 +72,6 @@ def pem_block(draw):
     body = "\n".join(lines)
     block = f"-----BEGIN {kind}PRIVATE KEY-----\n{body}\n-----END {kind}PRIVATE KEY-----"
     return f'KEY = """{block}"""', lines
-
-
-@st.composite
-def password_in_code(draw):
-    pw = draw(password(ALNUM + "!#$%^&*_-+"))
-    line = draw(
-        st.sampled_from(
-            [
-                'password = "{}"',
-                "DB_PASSWORD='{}'",
-                '"password": "{}",',
-                "passwd: {}",
-                "connect(user='app', password='{}')",
-            ]
-        )
-    )
-    return line.format(pw), [pw]
-
-
-@st.composite
-def password_in_prose(draw):
-    pw = draw(password(ALNUM + "!#$%^&*_-+"))
-    line = draw(
-        st.sampled_from(
-            [
-                "The password is {} - never commit it.",
-                "Login works with password {} on staging.",
-                "btw the admin pwd was {}, change it",
-                "Use the passphrase {} for the keystore.",
-            ]
-        )
-    )
-    return line.format(pw), [pw]
-
-
-@st.composite
-def flask_secret_key(draw):
-    raw = draw(st.binary(min_size=16, max_size=24))
-    literal = "".join(f"\\x{b:02x}" for b in raw)
-    line = draw(
-        st.sampled_from(
-            ['SECRET_KEY = b"{}"', "app.secret_key = b'{}'", 'app.config["SECRET_KEY"] = b"{}"']
-        )
-    )
-    return line.format(literal), [literal]
-
-
-@st.composite
-def db_url(draw):
-    pw = draw(password(ALNUM + "!$*_-+"))
-    url = draw(
-        st.sampled_from(
-            [
-                "postgresql://app:{}@db.internal:5432/app",
-                "mysql+pymysql://root:{}@localhost/shop",
-                "redis://:{}@cache:6379/0",
-                "mongodb://admin:{}@mongo1,mongo2/?replicaSet=rs0",
-            ]
-        )
-    ).format(pw)
-    return draw(st.sampled_from(['DATABASE_URL = "{}"', "engine = create_engine('{}')"])).format(
-        url
-    ), [pw]
 
 
 @st.composite
@@ -214,51 +93,135 @@ def auth_header(draw):
     return line.format(scheme, token), [token]
 
 
-@st.composite
-def mysql_p(draw):
-    pw = draw(password(ALNUM + "!#$%^*_-+"))
-    line = draw(
-        st.sampled_from(
+DB_URLS = [
+    "postgresql://app:{}@db.internal:5432/app",
+    "mysql+pymysql://root:{}@localhost/shop",
+    "redis://:{}@cache:6379/0",
+    "mongodb://admin:{}@mongo1,mongo2/?replicaSet=rs0",
+]
+GITHUB_TOKEN = st.one_of(
+    chars(ALNUM, 36, 40).map(lambda s: "ghp_" + s),
+    chars(ALNUM + "_", 22, 60).map(lambda s: "github_pat_" + s),
+)
+FLASK_KEY = st.binary(min_size=16, max_size=24).map(lambda b: "".join(f"\\x{x:02x}" for x in b))
+
+# form -> (strategy of (planted text, the secret's parts), where it is planted: code | review)
+FORMS = {
+    "aws_key_id": (
+        planted(aws_key_id(), ['AWS_ACCESS_KEY_ID = "{}"', "aws_access_key_id={}"]),
+        "code",
+    ),
+    "aws_secret": (
+        planted(
+            aws_secret(),
+            ['aws_secret_access_key = "{}"', "AWS_SECRET_ACCESS_KEY={}", "'aws_secret': '{}',"],
+        ),
+        "code",
+    ),
+    "aws_secret_prose": (
+        planted(
+            aws_secret(),
+            [
+                "The AWS secret key {} is committed here; rotate it.",
+                "I found our aws secret ({}) in this file.",
+                "Remove {} - that is the production AWS secret.",
+            ],
+        ),
+        "review",
+    ),
+    "github_token": (
+        planted(GITHUB_TOKEN, ['GITHUB_TOKEN = "{}"', "git clone https://{}@github.com/o/r"]),
+        "code",
+    ),
+    "gitlab_token": (
+        planted(
+            chars(ALNUM + "_-", 20, 20).map(lambda s: "glpat-" + s),
+            ['headers = {{"PRIVATE-TOKEN": "{}"}}', "export GL={}"],
+        ),
+        "code",
+    ),
+    "slack_token": (
+        planted(
+            st.tuples(chars(DIGITS, 12, 12), chars(ALNUM, 24, 24)).map(
+                lambda p: f"xoxb-{p[0]}-{p[1]}"
+            ),
+            ['SLACK = "{}"', "client = WebClient({})"],
+        ),
+        "code",
+    ),
+    "pem_block": (pem_block(), "code"),
+    "password_code": (
+        planted(
+            password(),
+            [
+                'password = "{}"',
+                "DB_PASSWORD='{}'",
+                '"password": "{}",',
+                "passwd: {}",
+                "connect(user='app', password='{}')",
+            ],
+        ),
+        "code",
+    ),
+    "password_prose": (
+        planted(
+            password(),
+            [
+                "The password is {} - never commit it.",
+                "Login works with password {} on staging.",
+                "btw the admin pwd was {}, change it",
+                "Use the passphrase {} for the keystore.",
+            ],
+        ),
+        "review",
+    ),
+    "flask_secret_key": (
+        planted(
+            FLASK_KEY,
+            ['SECRET_KEY = b"{}"', "app.secret_key = b'{}'", 'app.config["SECRET_KEY"] = b"{}"'],
+        ),
+        "code",
+    ),
+    "db_url": (
+        planted(
+            password(ALNUM + "!$*_-+"),
+            [
+                line.format(url)
+                for url in DB_URLS
+                for line in ('DATABASE_URL = "{}"', "engine = create_engine('{}')")
+            ],
+        ),
+        "code",
+    ),
+    "auth_header": (auth_header(), "code"),
+    "mysql_p": (
+        planted(
+            password(ALNUM + "!#$%^*_-+"),
             [
                 "os.system('mysql -u root -p{} shop < dump.sql')",
                 "subprocess.run('mysqldump -uadmin -p{} --all-databases', shell=True)",
-            ]
-        )
-    )
-    return line.format(pw), [pw]
-
-
-@st.composite
-def prose_token(draw):
-    token = draw(chars(ALNUM, 24, 40)) + "x9"
-    line = draw(
-        st.sampled_from(
+            ],
+        ),
+        "code",
+    ),
+    "prose_token": (
+        planted(
+            chars(ALNUM, 24, 40).map(lambda s: s + "x9"),
             [
                 "Here is the staging api key: {}",
                 "the token {} should come from the vault",
                 "My secret is {}.",
-            ]
-        )
-    )
-    return line.format(token), [token]
-
-
-FORMS = {
-    "aws_key_id": _form(aws_id_in_code()),
-    "aws_secret": _form(aws_secret_in_code()),
-    "aws_secret_prose": _form(aws_secret_in_prose(), "review"),
-    "github_token": _form(github_token()),
-    "gitlab_token": _form(gitlab_token()),
-    "slack_token": _form(slack_token()),
-    "pem_block": _form(pem_block()),
-    "password_code": _form(password_in_code()),
-    "password_prose": _form(password_in_prose(), "review"),
-    "flask_secret_key": _form(flask_secret_key()),
-    "db_url": _form(db_url()),
-    "auth_header": _form(auth_header()),
-    "mysql_p": _form(mysql_p()),
-    "prose_token": _form(prose_token(), "review"),
+            ],
+        ),
+        "review",
+    ),
 }
+
+
+def planted_form(name: str) -> st.SearchStrategy:
+    """(planted text, where, the secret's parts) of one form."""
+    strategy, where = FORMS[name]
+    return strategy.map(lambda t: (t[0], where, t[1]))
 
 
 def leaked(secret: str, text: str, innocent: str = "") -> bool:
@@ -280,7 +243,7 @@ def sent_text(code: str, review: str) -> str:
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    form=st.sampled_from(sorted(FORMS)).flatmap(lambda f: FORMS[f]),
+    form=st.sampled_from(sorted(FORMS)).flatmap(planted_form),
     before=st.sampled_from(CODE),
     after=st.sampled_from(CODE),
     prose=st.sampled_from(PROSE),
@@ -300,7 +263,7 @@ def test_no_planted_secret_of_any_form_is_sent(form, before, after, prose):
 @settings(max_examples=200, deadline=None)
 @given(
     form=st.sampled_from(["aws_key_id", "github_token", "password_code", "db_url"]).flatmap(
-        lambda f: FORMS[f]
+        planted_form
     ),
     cut=st.integers(min_value=4, max_value=7),
 )

@@ -6,6 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from flywheel_core.settings import load_settings
+from flywheel_core.teaching.step_budget import steps_for_cycle
 
 
 def test_defaults_and_dotlist_overrides(tmp_path):
@@ -25,3 +26,12 @@ def test_bad_settings_are_rejected_by_name():
         load_settings(overrides=["exam.typo=1"])
     with pytest.raises(ValueError, match="section.key=value"):
         load_settings(overrides=["no-equals-sign"])
+
+
+def test_the_tiny_flywheel_of_the_tests_and_the_benchmarks_trains_six_steps():
+    from benchmarks import cycle_overhead
+    from tests.conftest import TINY_OVERRIDES
+
+    assert cycle_overhead.TINY_OVERRIDES is TINY_OVERRIDES  # one list: no drift
+    training = load_settings(overrides=TINY_OVERRIDES).training
+    assert steps_for_cycle(1000, 500, training)[0] == 6  # however much new feedback arrives

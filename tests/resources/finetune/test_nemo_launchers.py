@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -11,6 +12,7 @@ import dagster as dg
 import pytest
 
 from flywheel_core.ml.finetune_job import FineTuneJob
+from flywheel_core.processes import LAUNCHER_PID_ENV
 from resources.finetune.nemo import (
     ENTRY_MODULE,
     PROJECT_ROOT,
@@ -56,6 +58,7 @@ def test_the_subprocess_command_and_env():
         "PYTHONPATH": str(PROJECT_ROOT),
         "HF_HUB_OFFLINE": "1",
         "CUDA_VISIBLE_DEVICES": "0,1",
+        LAUNCHER_PID_ENV: str(os.getpid()),  # the runner dies with the launching process
     }
 
 

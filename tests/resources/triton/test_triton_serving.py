@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 from pathlib import Path
 
 import dagster as dg
@@ -29,19 +28,10 @@ from resources.triton.repository import TritonModelRepository
 from resources.triton.rollout import go_live
 from resources.triton.server import TritonServer, server_from_env
 from tests.conftest import TINY_OVERRIDES
+from tests.support.ports import free_ports
 
 STRICT_GATE = ["gate.max_accuracy_drop=0.0", "gate.block_recall_collapse=true"]
 UPSTREAM = ["reviewer_feedback", "exam", "student_answers", "exam_evaluation", "curriculum"]
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 class Flywheel:

@@ -1,0 +1,1 @@
+"""The flywheel's core library: domain, settings, teaching, ML and reporting, without Dagster."""
