@@ -21,6 +21,7 @@ from flywheel_core.teaching.stopping import (
 )
 from tests.conftest import TINY_OVERRIDES
 from tests.support.flywheel_runner import latest_metadata
+from tests.support.ports import free_ports
 
 OVERRIDES = [*TINY_OVERRIDES, "training.checkpoint_every=2"]
 CRASH_AFTER = 3  # the last checkpoint before the kill is step 2
@@ -111,6 +112,45 @@ def test_skipped_cycles_publish_no_new_version(flywheel):
     for cycle in ("cycle-2", "cycle-3"):
         meta = latest_metadata(flywheel["instance"], "deployed_student", cycle)
         assert meta["deployed"] is False and meta["model_version"] == 1
+
+
+def test_a_failed_upload_keeps_the_checkpoints_and_the_retry_resumes(
+    flywheel, cache_dir, monkeypatch
+):
+    """The adapter trains, the artifact store (S3, down) refuses it: the checkpoints stay, so
+    the retry resumes from the last one instead of step 0. Its own instance: the module's
+    metadata stays as the other tests read it (the adapter is the same bytes)."""
+    home, adapter = flywheel["home"], [dg.AssetKey("lora_adapter")]
+    checkpoints = home / "work" / "bootstrap" / "checkpoints"
+    credentials = {"AWS_ACCESS_KEY_ID": "test-key", "AWS_SECRET_ACCESS_KEY": "test-secret"}
+    for name, value in credentials.items():
+        monkeypatch.setenv(name, value)  # read through dg.EnvVar at run time
+    (port,) = free_ports(1)  # nothing listens there
+    s3_down = {
+        "FLYWHEEL_ENV": "local",
+        "FLYWHEEL_CACHE": str(cache_dir),
+        "FLYWHEEL_STORAGE": "s3",
+        "FLYWHEEL_S3_BUCKET": "flywheel-test",
+        "FLYWHEEL_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_REGION": "us-east-1",
+        **credentials,
+    }
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(cycles.name, ["bootstrap"])
+    defs = build_definitions(env=s3_down, home=home, overrides=OVERRIDES)
+    failed = _run(defs, instance, "bootstrap", asset_selection=adapter, raise_on_error=False)
+    assert not failed.success
+    (failure,) = [e for e in failed.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert "connect" in str(failure.event_specific_data.error).lower()
+    kept = [int(p.name.removeprefix("step-")) for p in checkpoints.glob("*/step-*")]
+    assert kept == [4]  # 6 steps, a checkpoint every 2 (none after the last step)
+
+    local = {"FLYWHEEL_ENV": "local", "FLYWHEEL_CACHE": str(cache_dir)}
+    defs = build_definitions(env=local, home=home, overrides=OVERRIDES)
+    assert _run(defs, instance, "bootstrap", asset_selection=adapter).success
+    meta = latest_metadata(instance, "lora_adapter", "bootstrap")
+    assert meta["resumed_from_step"] == 4 and meta["steps"] == 6
+    assert not any(checkpoints.glob("*/step-*"))  # cleared once the adapter is stored
 
 
 def test_plateau_rule() -> None:
