@@ -9,13 +9,14 @@ live (`duckdb` file | `ducklake`).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
-from flywheel_core.settings import LineageSettings
+from flywheel_core.settings import LineageSettings, load_settings
 from resources.artifacts.local import LocalArtifactStore
 from resources.artifacts.s3 import S3ArtifactStore
 from resources.config import FlywheelConfig
@@ -80,19 +81,27 @@ def _s3_prefix(env: Mapping[str, str]) -> str:
 
 
 def lineage_store(
-    env: Mapping[str, str], home: Path, settings: LineageSettings | None = None
+    env: Mapping[str, str],
+    home: Path,
+    settings: LineageSettings | None = None,
+    resolved: bool = False,
 ) -> LineageStore:
     """The lineage store the `lineage` settings describe, FLYWHEEL_LINEAGE / _CATALOG /
     _DATA_PATH overriding them. A catalog URI (it may hold a password) and the S3 credentials
-    reach the resource only through EnvVar."""
+    reach the resource only through EnvVar (`resolved`: their values, for a CLI command that
+    uses the store outside a Dagster run)."""
     settings = settings or LineageSettings()
+
+    def secret(name: str) -> str:
+        return env[name] if resolved else dg.EnvVar(name)
+
     backend = env.get("FLYWHEEL_LINEAGE", settings.backend)
     if backend not in ("duckdb", "ducklake"):
         raise ValueError(f"FLYWHEEL_LINEAGE={backend!r} is not supported; use duckdb or ducklake")
     if backend == "duckdb":
         return LineageStore(home=str(home), write_attempts=settings.write_attempts)
     catalog = (
-        dg.EnvVar("FLYWHEEL_LINEAGE_CATALOG")
+        secret("FLYWHEEL_LINEAGE_CATALOG")
         if env.get("FLYWHEEL_LINEAGE_CATALOG")
         else settings.catalog
     )
@@ -100,9 +109,7 @@ def lineage_store(
     if data_path is None and env.get("FLYWHEEL_STORAGE") == "s3" and env.get("FLYWHEEL_S3_BUCKET"):
         data_path = f"s3://{env['FLYWHEEL_S3_BUCKET']}/{_s3_prefix(env)}/lineage/"
     secrets = {
-        f"s3_{name.lower().removeprefix('aws_')}": dg.EnvVar(name)
-        for name in SECRETS
-        if name in env
+        f"s3_{name.lower().removeprefix('aws_')}": secret(name) for name in SECRETS if name in env
     }
     return LineageStore(
         home=str(home),
@@ -114,6 +121,14 @@ def lineage_store(
         write_attempts=settings.write_attempts,
         **secrets,
     )
+
+
+def cli_lineage_store(home: Path, env: Mapping[str, str] | None = None) -> LineageStore:
+    """The lineage store a `flywheel` command reads: the same choice as the code location's
+    (FLYWHEEL_LINEAGE*, FLYWHEEL_CONFIG's `lineage` settings), secrets resolved."""
+    env = os.environ if env is None else env
+    settings = load_settings(env.get("FLYWHEEL_CONFIG")).lineage
+    return lineage_store(env, home, settings, resolved=True)
 
 
 def teacher_resource(name: str, env: Mapping[str, str], store: LineageStore) -> Teacher:

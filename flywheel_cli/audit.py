@@ -6,6 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
+from flywheel_assets.environments import cli_lineage_store
 from flywheel_core.reporting.audit_report import render_influence
 from resources.lineage.audit import AuditError
 from resources.lineage.store import LineageStore
@@ -24,9 +25,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    store = LineageStore(home=str(args.home.resolve()))
-    if not store.db_path.is_file():
-        print(f"no lineage store at {store.db_path}")  # noqa: T201 - the command's output
+    store = cli_lineage_store(args.home.resolve())
+    if not store.exists():
+        print(f"no lineage store at {store.describe()}")  # noqa: T201 - the command's output
         return 1
     try:
         text = _report(store, args.ref, args.feedback)

@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from resources.lineage.store import LineageStore
+from flywheel_assets.environments import cli_lineage_store
 from resources.teacher.ledger import cache_entries, clear_cache
 
 
@@ -22,9 +22,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    store = LineageStore(home=str(args.home.resolve()))
-    if not store.db_path.is_file():
-        print(f"flywheel cache: no lineage store at {store.db_path}")  # noqa: T201
+    store = cli_lineage_store(args.home.resolve())
+    if not store.exists():
+        print(f"flywheel cache: no lineage store at {store.describe()}")  # noqa: T201
         return 2
     if args.action == "list":
         rows = cache_entries(store, args.cycle, args.asset)

@@ -9,9 +9,9 @@ import os
 import sys
 from pathlib import Path
 
+from flywheel_assets.environments import cli_lineage_store
 from flywheel_cli.errors import UserError
 from resources.lineage.deployments import ROLLBACK, deployment_row
-from resources.lineage.store import LineageStore
 from resources.triton import production
 from resources.triton.client import MODEL_NAME, ReviewClient
 from resources.triton.repository import TritonModelRepository
@@ -105,9 +105,9 @@ def run_serve(args: argparse.Namespace) -> int:
 def run_rollback(args: argparse.Namespace) -> int:
     server = server_for(args)
     repo = repository_for(server)
-    store = LineageStore(home=str(args.home.resolve()))
-    if not store.db_path.is_file():  # never create an empty store at a mistyped --home
-        raise UserError(f"no lineage store at {store.db_path} (check --home / FLYWHEEL_HOME)")
+    store = cli_lineage_store(args.home.resolve())
+    if not store.exists():  # never create an empty store at a mistyped --home
+        raise UserError(f"no lineage store at {store.describe()} (check --home / FLYWHEEL_HOME)")
     target = store.find_deployment(args.target)
     version = int(target["model_version"])
     rollout = go_live(repo, server, version, quarantine_on_failure=False)
@@ -151,7 +151,7 @@ def run_review(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    store = LineageStore(home=str(args.home.resolve()))
+    store = cli_lineage_store(args.home.resolve())
     rows = store.deployed_adapter_uris()
     adapters = production.deployed_adapters(rows)
     if args.target == "vllm":

@@ -165,7 +165,7 @@ class LineageSettings(_Section):
     data_path: str | None = None
     # A write that meets a concurrent writer's commit is retried this often (with jittered
     # backoff), then fails with the conflict named.
-    write_attempts: int = Field(8, ge=1)
+    write_attempts: int = Field(16, ge=1)
 
 
 class FlywheelSettings(_Section):

@@ -9,16 +9,18 @@ downloaded at run time.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 import duckdb
 
-LAKE = "lineage"  # the DuckLake's name inside the connection (USE lineage)
+LAKE = "lineage"  # prefix of a DuckLake's alias inside the process's DuckDB (USE lineage_<hash>)
 
 # The Python package shipping each extension, and the file name DuckDB must LOAD it under (the
 # postgres extension's entry point is named after `postgres_scanner`).
@@ -71,8 +73,9 @@ class S3Access:
     secret_access_key: str | None = None
     session_token: str | None = None
 
-    def secret_sql(self) -> str:
-        options = {"TYPE": "s3"}
+    def secret_sql(self, name: str, scope: str) -> str:
+        """A DuckDB secret for the S3 paths under `scope` (one per lake: several may be open)."""
+        options = {"TYPE": "s3", "SCOPE": scope}
         if self.access_key_id:
             options |= {"KEY_ID": self.access_key_id, "SECRET": self.secret_access_key or ""}
         if self.session_token:
@@ -86,7 +89,7 @@ class S3Access:
         body = ", ".join(
             f"{k} {v if k in ('TYPE', 'USE_SSL') else _quote(v)}" for k, v in options.items()
         )
-        return f"CREATE OR REPLACE TEMPORARY SECRET flywheel_lineage_s3 ({body})"
+        return f"CREATE OR REPLACE TEMPORARY SECRET {name} ({body})"
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,9 @@ class DuckDBFile:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         return duckdb.connect(self.key)
 
+    def close(self, con: duckdb.DuckDBPyConnection) -> None:
+        con.close()
+
     def exists(self) -> bool:
         return self.path.is_file()
 
@@ -122,10 +128,31 @@ def catalog_uri(catalog: str) -> str:
     return f"ducklake:{Path(catalog).resolve()}"
 
 
+_INSTANCE_LOCK = threading.Lock()
+_INSTANCE: list[duckdb.DuckDBPyConnection] = []
+_LOADED: set[str] = set()
+
+
+def lake_instance(*extensions: str) -> duckdb.DuckDBPyConnection:
+    """The process's one in-memory DuckDB that DuckLakes are attached to, with `extensions`
+    loaded. LOAD verifies an extension's signature (seconds for these ~40 MB files): once per
+    process, not per connection."""
+    with _INSTANCE_LOCK:
+        if not _INSTANCE:
+            _INSTANCE.append(duckdb.connect(config={"autoinstall_known_extensions": False}))
+        con = _INSTANCE[0]
+        for name in extensions:
+            if name not in _LOADED:
+                con.execute(f"LOAD {_quote(str(extension_path(name)))}")
+                _LOADED.add(name)
+        return con
+
+
 @dataclass(frozen=True)
 class DuckLake:
     """A DuckLake: catalog in Postgres (or a local DuckDB file), data as Parquet under an S3
-    prefix (or a local directory)."""
+    prefix (or a local directory). Attached to the process's one DuckDB instance under an alias
+    of its own (several lakes may be attached at once)."""
 
     catalog: str
     data_path: str
@@ -143,43 +170,44 @@ class DuckLake:
 
     @property
     def keeps_handle(self) -> bool:
-        # A Postgres catalog takes any number of processes: keep the attached lake for the
-        # process's life. A local catalog file is locked like any DuckDB file: release it.
+        # A Postgres catalog takes any number of processes: keep the lake attached for the
+        # process's life. A local catalog file is locked like any DuckDB file: detach it.
         return self.on_postgres
 
     @property
     def key(self) -> str:
         return f"{catalog_uri(self.catalog)}|{self.data_path}"
 
+    @property
+    def alias(self) -> str:
+        return f"{LAKE}_{hashlib.sha256(self.key.encode()).hexdigest()[:10]}"
+
     def describe(self) -> str:
         where = "postgres" if self.on_postgres else self.catalog
         return f"DuckLake (catalog {where}, data {self.data_path})"
 
     def open(self) -> duckdb.DuckDBPyConnection:
-        con = duckdb.connect(config={"autoinstall_known_extensions": False})
-        try:
-            con.execute(f"LOAD {_quote(str(extension_path('ducklake')))}")
-            if self.on_postgres:
-                con.execute(f"LOAD {_quote(str(extension_path('postgres')))}")
-            data_path = self.data_path
-            if self.on_s3:
-                con.execute(f"LOAD {_quote(str(extension_path('httpfs')))}")
-                con.execute(self.s3.secret_sql())
-            else:
-                Path(data_path).mkdir(parents=True, exist_ok=True)
-                data_path = str(Path(data_path).resolve())
-            data_path = data_path.rstrip("/") + "/"
-            if not self.on_postgres:
-                Path(self.catalog).resolve().parent.mkdir(parents=True, exist_ok=True)
-            con.execute(
-                f"ATTACH {_quote(catalog_uri(self.catalog))} AS {LAKE} "
-                f"(DATA_PATH {_quote(data_path)})"
-            )
-            con.execute(f"USE {LAKE}")
-        except Exception:
-            con.close()
-            raise
+        """Attach the lake to the process's instance; returns that instance's connection."""
+        needed = ["ducklake"] + ["postgres"] * self.on_postgres + ["httpfs"] * self.on_s3
+        con = lake_instance(*needed)
+        data_path = self.data_path
+        if self.on_s3:
+            con.execute(self.s3.secret_sql(f"s3_{self.alias}", data_path.rstrip("/") + "/"))
+        else:
+            Path(data_path).mkdir(parents=True, exist_ok=True)
+            data_path = str(Path(data_path).resolve())
+        if not self.on_postgres:
+            Path(self.catalog).resolve().parent.mkdir(parents=True, exist_ok=True)
+        data_path = data_path.rstrip("/") + "/"
+        con.execute(
+            f"ATTACH IF NOT EXISTS {_quote(catalog_uri(self.catalog))} AS {self.alias} "
+            f"(DATA_PATH {_quote(data_path)})"
+        )
         return con
+
+    def close(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Detach (releases a local catalog file for other processes); the instance stays."""
+        con.execute(f"DETACH DATABASE IF EXISTS {self.alias}")
 
     def exists(self) -> bool:
         if not self.on_postgres:

@@ -8,7 +8,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -19,7 +19,7 @@ import polars as pl
 
 from flywheel_core.domain import QuarantinedOutput
 from resources.lineage.audit import AuditQueries
-from resources.lineage.backends import LAKE, DuckDBFile, DuckLake, S3Access
+from resources.lineage.backends import DuckDBFile, DuckLake, S3Access
 from resources.lineage.deployments import DeploymentQueries
 from resources.lineage.feedback import FeedbackQueries
 from resources.lineage.queries import CycleQueries
@@ -28,7 +28,7 @@ from resources.lineage.schema import TABLES, create_statements, schema_is_curren
 log = logging.getLogger(__name__)
 
 _LOCK_HINTS = ("lock", "conflict")
-WRITE_ATTEMPTS = 8  # a write that meets a concurrent writer's transaction is retried this often
+WRITE_ATTEMPTS = 16  # a write that meets a concurrent writer's transaction is retried this often
 
 Backend = DuckDBFile | DuckLake
 
@@ -72,13 +72,13 @@ class _OpenDatabases:
                 try:
                     _ensure_schema(con, backend)
                 except Exception:
-                    con.close()
+                    backend.close(con)
                     raise
                 entry = self._open[backend.key] = [con, 0]
             entry[1] += 1
             cursor = entry[0].cursor()
         if backend.kind == "ducklake":
-            cursor.execute(f"USE {LAKE}")  # the default catalog is per connection
+            cursor.execute(f"USE {backend.alias}")  # the default catalog is per connection
         return cursor
 
     def release(self, backend: Backend, cursor: duckdb.DuckDBPyConnection) -> None:
@@ -87,11 +87,24 @@ class _OpenDatabases:
             entry = self._open[backend.key]
             entry[1] -= 1
             if entry[1] == 0 and not backend.keeps_handle:
-                entry[0].close()
+                backend.close(entry[0])
                 del self._open[backend.key]
 
 
 _OPEN = _OpenDatabases()
+
+# One DuckLake writer per process at a time: a process's threads would only conflict with one
+# another at commit (DuckLake detects conflicts per table, not per row); other processes' writes
+# are the conflicts left to retry.
+_LAKE_WRITERS: dict[str, threading.RLock] = {}
+_LAKE_WRITERS_LOCK = threading.Lock()
+
+
+def _writer_lock(backend: Backend) -> threading.RLock | None:
+    if backend.kind != "ducklake":
+        return None  # DuckDB's own MVCC serves one file's threads
+    with _LAKE_WRITERS_LOCK:
+        return _LAKE_WRITERS.setdefault(backend.key, threading.RLock())
 
 
 def _ensure_schema(con: duckdb.DuckDBPyConnection, backend: Backend) -> None:
@@ -99,19 +112,24 @@ def _ensure_schema(con: duckdb.DuckDBPyConnection, backend: Backend) -> None:
         for statement in create_statements():
             con.execute(statement)
         return
-    for attempt in range(1, WRITE_ATTEMPTS + 1):  # other processes may be upgrading it too
-        if schema_is_current(con, backend.kind):
-            return
-        try:
-            con.execute("BEGIN TRANSACTION")
-            upgrade_schema(con, backend.kind)
-            con.execute("COMMIT")
-            return
-        except duckdb.Error as exc:
-            _rollback(con)
-            if not _is_conflict(exc) or attempt == WRITE_ATTEMPTS:
-                raise
-            time.sleep(random.uniform(0.05, 0.2) * attempt)
+    cur = con.cursor()
+    try:
+        cur.execute(f"USE {backend.alias}")
+        for attempt in range(1, WRITE_ATTEMPTS + 1):  # other processes may be upgrading it too
+            if schema_is_current(cur, backend.kind):
+                return
+            try:
+                cur.execute("BEGIN TRANSACTION")
+                upgrade_schema(cur, backend.kind)
+                cur.execute("COMMIT")
+                return
+            except duckdb.Error as exc:
+                _rollback(cur)
+                if not _is_conflict(exc) or attempt == WRITE_ATTEMPTS:
+                    raise
+                time.sleep(random.uniform(0.05, 0.2) * attempt)
+    finally:
+        cur.close()
 
 
 def _connect_waiting(backend: Backend, timeout_s: float) -> duckdb.DuckDBPyConnection:
@@ -226,9 +244,10 @@ class LineageStore(
         backend one process writes at a time anyway).
         """
         delay = 0.02
+        lock = _writer_lock(self.location)
         for attempt in range(1, self.write_attempts + 1):
             try:
-                with self.connect() as con:
+                with lock or nullcontext(), self.connect() as con:
                     con.execute("BEGIN TRANSACTION")
                     try:
                         if serialize and self.backend == "ducklake":
@@ -250,6 +269,17 @@ class LineageStore(
                 log.info("write conflict on %s (attempt %d), retrying: %s", what, attempt, exc)
                 time.sleep(delay + random.uniform(0, delay))
                 delay = min(delay * 2, 1.0)
+
+    def snapshots(self) -> pl.DataFrame:
+        """DuckLake only: every commit as a snapshot (id, time, what changed), oldest first.
+        Any table reads as of a snapshot with `FROM <table> AT (VERSION => <id>)`."""
+        backend = self.location
+        if backend.kind != "ducklake":
+            raise NotImplementedError("snapshots need the ducklake lineage backend")
+        return self.query(
+            "SELECT snapshot_id, snapshot_time, changes::VARCHAR AS changes "
+            f"FROM {backend.alias}.snapshots() ORDER BY snapshot_id"
+        )
 
     def query(self, sql: str, params: list[Any] | None = None) -> pl.DataFrame:
         with self.connect() as con:

@@ -88,6 +88,7 @@ def test_the_lineage_queries_run_on_postgres_and_s3(lake, tmp_path):
         }
     )
     assert store.find_adapter("v1")["cycle"] == "c"
+    deployed_at = int(store.snapshots()["snapshot_id"].max())
     assert store.deployed_adapter()["feedback_rows"] == 9
     assert store.feedback_influence("a")["adapter_cycle"].to_list() == ["c"]
     assert store.new_curriculum_rows("c").height == 9
@@ -101,6 +102,9 @@ def test_the_lineage_queries_run_on_postgres_and_s3(lake, tmp_path):
     assert store.query("SELECT count(*) AS n FROM feedback")["n"][0] == 20_006
     assert any(key.endswith(".parquet") for key in _s3_keys(lake))
     assert not (tmp_path / "home").exists()
+    # Time travel: the feedback as it was when version 1 was deployed.
+    then = store.query(f"SELECT count(*) AS n FROM feedback AT (VERSION => {deployed_at})")
+    assert then["n"][0] == 9
 
 
 def _writer(settings: dict, worker: int, results) -> None:
@@ -108,7 +112,7 @@ def _writer(settings: dict, worker: int, results) -> None:
     partition every writer rewrites."""
     from resources.lineage.store import WRITE_COUNTERS
 
-    store = LineageStore(**settings, write_attempts=40)
+    store = LineageStore(**settings)  # the default retry bound
     cycle = f"w{worker}"
     store.register_cycle(cycle)
     for i in range(ROUNDS):
