@@ -179,15 +179,14 @@ def ddl_sha256(backend: str) -> str:
 
 
 def schema_is_current(con, backend: str) -> bool:
-    """Whether the attached lake already holds this DDL (by hash)."""
-    known = con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
-        "AND table_name = ?",
-        [SCHEMA_TABLE],
-    ).fetchone()[0]
-    if not known:
-        return False
-    rows = con.execute(f"SELECT ddl_sha256 FROM {SCHEMA_TABLE}").fetchall()
+    """Whether the attached lake already holds this DDL (by hash). Reads only this lake: a
+    catalog-wide listing would touch every lake the process has attached."""
+    import duckdb
+
+    try:
+        rows = con.execute(f"SELECT ddl_sha256 FROM {SCHEMA_TABLE}").fetchall()
+    except duckdb.CatalogException:
+        return False  # a new lake
     return (ddl_sha256(backend),) in rows
 
 

@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 _LOCK_HINTS = ("lock", "conflict")
 WRITE_ATTEMPTS = 16  # a write that meets a concurrent writer's transaction is retried this often
 
+# Longest pause between tries: a file's writers are threads of one process (short transactions);
+# a lake's are processes on other machines, whose commits can take seconds.
+MAX_BACKOFF_S = {"duckdb": 1.0, "ducklake": 5.0}
+
 Backend = DuckDBFile | DuckLake
 
 
@@ -267,8 +271,10 @@ class LineageStore(
                     ) from exc
                 WRITE_COUNTERS.add(retries=1)
                 log.info("write conflict on %s (attempt %d), retrying: %s", what, attempt, exc)
+                # Jittered exponential backoff up to 5 s: a writer whose transaction is slow
+                # (a loaded machine) must not keep losing to faster ones.
                 time.sleep(delay + random.uniform(0, delay))
-                delay = min(delay * 2, 1.0)
+                delay = min(delay * 2, MAX_BACKOFF_S[self.backend])
 
     def snapshots(self) -> pl.DataFrame:
         """DuckLake only: every commit as a snapshot (id, time, what changed), oldest first.

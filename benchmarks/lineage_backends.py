@@ -1,0 +1,156 @@
+"""The lineage store on its two backends, same run: the embedded DuckDB file vs a DuckLake with
+its catalog in Postgres and its data as Parquet on S3 (embedded Postgres + `weed mini`, both
+started here on loopback and stopped by pid).
+
+Per backend: populating 1M feedback rows (plus cycles, exams, curricula, adapters, deployments:
+benchmarks/audit_query.py's synthetic lineage), the audit queries (median of 5 after a warm-up),
+then 4 writer processes at once, each rewriting its own cycle's feedback partition
+(delete-then-insert, 1,000 rows) `WRITES` times and appending ledger rows: rows/s over the wall
+time, conflict retries, and whether every row is there.
+
+Run: `python -m benchmarks.lineage_backends [rows]` (through /work/bin/heavy on a shared box).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import boto3
+import polars as pl
+
+from benchmarks.audit_query import CYCLES, populate, timed
+from flywheel_cli.local_servers import postgres, weed_mini
+from resources.lineage.store import LineageStore
+
+WRITERS = 4
+WRITES = 10
+ROWS_PER_WRITE = 1_000
+CREDENTIALS = {"s3_access_key_id": "bench-key", "s3_secret_access_key": "bench-secret"}
+
+
+def _partition(cycle: str, round_no: int) -> pl.DataFrame:
+    n = ROWS_PER_WRITE
+    return pl.DataFrame(
+        {
+            "cycle": [cycle] * n,
+            "item_id": [f"{cycle}-{round_no}-{i}" for i in range(n)],
+            "line_no": list(range(1, n + 1)),
+            "code": [f"x = {i}" for i in range(n)],
+            "review": ["review"] * n,
+            "severity": ["minor"] * n,
+        }
+    )
+
+
+def _writer(settings: dict, worker: int, start, results) -> None:
+    from resources.lineage.store import WRITE_COUNTERS
+
+    store = LineageStore(**settings)
+    store.query("SELECT 1")  # attach (and load extensions) before the clock starts
+    cycle = f"writer-{worker}"
+    start.wait()
+    began = time.perf_counter()
+    store.register_cycle(cycle)
+    for i in range(WRITES):
+        store.replace_rows("feedback", _partition(cycle, i), cycle=cycle)
+        store.append_rows(
+            "teacher_ledger", pl.DataFrame({"cycle": [cycle], "call_key": [f"{worker}/{i}"]})
+        )
+    results.put((worker, time.perf_counter() - began, WRITE_COUNTERS.retries))
+
+
+def concurrent_writers(settings: dict) -> dict:
+    ctx = multiprocessing.get_context("spawn")
+    start, results = ctx.Barrier(WRITERS + 1), ctx.Queue()
+    procs = [
+        ctx.Process(target=_writer, args=(settings, w, start, results)) for w in range(WRITERS)
+    ]
+    for p in procs:
+        p.start()
+    start.wait()
+    began = time.perf_counter()
+    done = [results.get(timeout=1800) for _ in procs]
+    wall = time.perf_counter() - began
+    for p in procs:
+        p.join()
+    store = LineageStore(**settings)
+    rows = store.query("SELECT count(*) AS n FROM feedback WHERE starts_with(cycle, 'writer-')")[
+        "n"
+    ][0]
+    return {
+        "wall_s": wall,
+        "rows_per_s": WRITERS * WRITES * ROWS_PER_WRITE / wall,
+        "retries": sum(r for _, _, r in done),
+        "rows_ok": rows == WRITERS * ROWS_PER_WRITE,
+    }
+
+
+def measure(name: str, settings: dict, rows: int) -> dict:
+    store = LineageStore(**settings)
+    began = time.perf_counter()
+    populate(store, rows)
+    populated = time.perf_counter() - began
+    latest = f"c{CYCLES}"
+    sha = store.adapter("c100")["adapter_sha256"][:10]
+    figures = {
+        "populate_s": populated,
+        "baseline_scan_s": timed(
+            lambda: store.query("SELECT cycle, count(*) FROM feedback GROUP BY 1")
+        ),
+        "audit_latest_s": timed(lambda: store.find_adapter(latest)),
+        "audit_sha_prefix_s": timed(lambda: store.find_adapter(sha)),
+        "feedback_influence_s": timed(lambda: store.feedback_influence("c1")),
+    }
+    figures.update(concurrent_writers(settings))
+    print(f"{name}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in figures.items()), flush=True)  # noqa: T201
+    return figures
+
+
+def _fmt(value) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def main(rows: int = 1_000_000) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        with postgres(root / "pgdata") as pg, weed_mini(root / "weed") as endpoint:
+            boto3.client(
+                "s3",
+                endpoint_url=endpoint,
+                region_name="us-east-1",
+                aws_access_key_id=CREDENTIALS["s3_access_key_id"],
+                aws_secret_access_key=CREDENTIALS["s3_secret_access_key"],
+            ).create_bucket(Bucket="lake")
+            results = {
+                "duckdb file": measure("duckdb file", {"home": str(root / "file")}, rows),
+                "ducklake (postgres + s3)": measure(
+                    "ducklake (postgres + s3)",
+                    {
+                        "home": str(root / "lake-home"),
+                        "backend": "ducklake",
+                        "catalog": pg.create_database("lineage_bench"),
+                        "data_path": "s3://lake/lineage/",
+                        "s3_endpoint_url": endpoint,
+                        "s3_region": "us-east-1",
+                        **CREDENTIALS,
+                    },
+                    rows,
+                ),
+            }
+    file, lake = results.values()
+    print(f"\n{rows:,} feedback rows; {WRITERS} writers x {WRITES} rewrites of {ROWS_PER_WRITE:,}")  # noqa: T201
+    print(f"{'measure':<24}{'duckdb file':>14}{'ducklake':>14}{'ratio':>9}")  # noqa: T201
+    for key in file:
+        a, b = file[key], lake[key]
+        ratio = f"{b / a:.1f}x" if isinstance(a, float) and a else ""
+        print(f"{key:<24}{_fmt(a):>14}{_fmt(b):>14}{ratio:>9}")  # noqa: T201
+    verdict = "OK" if lake["audit_latest_s"] < 2.0 else "OVER the 2 s target"
+    print(f"DuckLake audit (latest adapter): {lake['audit_latest_s']:.3f} s [{verdict}]")  # noqa: T201
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000)
