@@ -18,6 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 from flywheel_cli.local_servers import (
     Postgres,
     alive,
@@ -31,7 +33,20 @@ CLUSTER_CONFIG = Path(__file__).with_name("dagster-cluster.yaml")
 BUCKET = "flywheel"
 # weed mini accepts any key pair until credentials are configured; these are local-only.
 LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "flywheel-local", "AWS_SECRET_ACCESS_KEY": "local-only"}
-CODE_LOCATION = ["-m", "flywheel_assets.definitions", "--location-name", "flywheel"]
+SOURCE_ROOT = Path(__file__).resolve().parents[1]  # where flywheel_assets is importable from
+
+
+def write_workspace(path: Path) -> Path:
+    """A workspace file naming the code location `flywheel` (as workspace.yaml does), with an
+    absolute working directory so the daemon and webserver load it from anywhere."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    location = {
+        "module_name": "flywheel_assets.definitions",
+        "working_directory": str(SOURCE_ROOT),
+        "location_name": "flywheel",
+    }
+    path.write_text(yaml.safe_dump({"load_from": [{"python_module": location}]}))
+    return path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -116,14 +131,15 @@ def up(home: Path, port: int = 3000, dagster: bool = True) -> dict:
         env = cluster_env(home, pg, weed.endpoint)
         _create_bucket(env)
         write_cluster_instance(Path(env["DAGSTER_HOME"]))
+        workspace = ["-w", str(write_workspace(root / "workspace.yaml"))]
         if dagster:
             bin_dir = Path(sys.executable).parent
             pids["daemon"] = _spawn(
-                [str(bin_dir / "dagster-daemon"), "run", *CODE_LOCATION], env, root / "daemon.log"
+                [str(bin_dir / "dagster-daemon"), "run", *workspace], env, root / "daemon.log"
             )
             pids["webserver"] = _spawn(
                 [str(bin_dir / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port)]
-                + CODE_LOCATION,
+                + workspace,
                 env,
                 root / "webserver.log",
             )

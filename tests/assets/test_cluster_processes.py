@@ -23,7 +23,7 @@ import yaml
 
 from flywheel_assets.definitions import build_definitions
 from flywheel_assets.environments import lineage_store
-from flywheel_cli.cluster import write_cluster_instance
+from flywheel_cli.cluster import write_cluster_instance, write_workspace
 from flywheel_cli.local_servers import stop_pid
 from flywheel_core.settings import merge_overrides
 from tests.conftest import TINY_OVERRIDES
@@ -63,8 +63,8 @@ def cluster_env(postgres_server, lake_s3, tmp_path, cache_dir) -> dict[str, str]
 
 
 def _daemon(env: dict[str, str], log: Path) -> subprocess.Popen:
-    args = [str(Path(sys.executable).with_name("dagster-daemon")), "run"]
-    args += ["-m", "flywheel_assets.definitions", "--location-name", "flywheel"]
+    workspace = write_workspace(log.parent / "workspace.yaml")
+    args = [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w", str(workspace)]
     with open(log, "ab") as out:
         return subprocess.Popen(
             args,
