@@ -77,7 +77,7 @@ def cluster_env(home: Path, pg: Postgres, s3_endpoint: str) -> dict[str, str]:
     return {
         "FLYWHEEL_HOME": str(home),
         "DAGSTER_HOME": str(home / "cluster" / "dagster"),
-        "FLYWHEEL_DAGSTER_POSTGRES_URL": pg.uri("dagster"),
+        "FLYWHEEL_DAGSTER_POSTGRES_URL": pg.sqlalchemy_uri("dagster"),
         "FLYWHEEL_LINEAGE": "ducklake",
         "FLYWHEEL_LINEAGE_CATALOG": pg.uri("lineage"),
         "FLYWHEEL_STORAGE": "s3",

@@ -79,6 +79,11 @@ class Postgres:
         head, _, query = self.base_uri.partition("?")
         return f"{head.rsplit('/', 1)[0]}/{database}" + (f"?{query}" if query else "")
 
+    def sqlalchemy_uri(self, database: str) -> str:
+        """The URI for Dagster's storage: SQLAlchemy with psycopg2 (what dagster-postgres pulls
+        in; SQLAlchemy's bare `postgresql://` now means psycopg 3)."""
+        return self.uri(database).replace("postgresql://", "postgresql+psycopg2://", 1)
+
     def create_database(self, name: str) -> str:
         """Create the database unless it exists; its URI."""
         import psycopg2

@@ -34,6 +34,11 @@ BATCHES = ["team-a.jsonl", "team-b.jsonl", "team-c.jsonl"]
 CYCLE_TIMEOUT_S = 1500  # three cycles, each run a fresh process, on a loaded 2-core machine
 
 
+def _dagster_database(server, name: str) -> str:
+    server.create_database(name)
+    return server.sqlalchemy_uri(name)
+
+
 @pytest.fixture()
 def cluster_env(postgres_server, lake_s3, tmp_path, cache_dir) -> dict[str, str]:
     name = f"c{uuid.uuid4().hex[:8]}"
@@ -47,7 +52,7 @@ def cluster_env(postgres_server, lake_s3, tmp_path, cache_dir) -> dict[str, str]
         "FLYWHEEL_CACHE": str(cache_dir),
         "FLYWHEEL_CONFIG": str(config),
         "DAGSTER_HOME": str(dagster_home),
-        "FLYWHEEL_DAGSTER_POSTGRES_URL": postgres_server.create_database(f"dagster_{name}"),
+        "FLYWHEEL_DAGSTER_POSTGRES_URL": _dagster_database(postgres_server, f"dagster_{name}"),
         "FLYWHEEL_LINEAGE": "ducklake",
         "FLYWHEEL_LINEAGE_CATALOG": postgres_server.create_database(f"lineage_{name}"),
         "FLYWHEEL_STORAGE": "s3",
