@@ -18,7 +18,7 @@ from resources.lineage.store import LineageStore
 from resources.teacher import ledger
 
 WRITERS = 4
-ROUNDS = 6
+ROUNDS = 3
 
 
 @pytest.fixture()
