@@ -6,7 +6,7 @@ Per backend: populating 1M feedback rows (plus cycles, exams, curricula, adapter
 benchmarks/audit_query.py's synthetic lineage), the audit queries (median of 5 after a warm-up),
 then 4 writer processes at once, each rewriting its own cycle's feedback partition
 (delete-then-insert, 1,000 rows) `WRITES` times and appending ledger rows: rows/s over the wall
-time, conflict retries, and whether every row is there.
+time, conflict retries, and whether every row is there. The DuckLake is measured first.
 
 Run: `python -m benchmarks.lineage_backends [rows]` (through /work/bin/heavy on a shared box).
 """
@@ -14,6 +14,7 @@ Run: `python -m benchmarks.lineage_backends [rows]` (through /work/bin/heavy on 
 from __future__ import annotations
 
 import multiprocessing
+import queue
 import sys
 import tempfile
 import time
@@ -27,8 +28,9 @@ from flywheel_cli.local_servers import postgres, weed_mini
 from resources.lineage.store import LineageStore
 
 WRITERS = 4
-WRITES = 10
+WRITES = 5
 ROWS_PER_WRITE = 1_000
+WRITERS_TIMEOUT_S = 600
 CREDENTIALS = {"s3_access_key_id": "bench-key", "s3_secret_access_key": "bench-secret"}
 
 
@@ -54,13 +56,17 @@ def _writer(settings: dict, worker: int, start, results) -> None:
     cycle = f"writer-{worker}"
     start.wait()
     began = time.perf_counter()
-    store.register_cycle(cycle)
-    for i in range(WRITES):
-        store.replace_rows("feedback", _partition(cycle, i), cycle=cycle)
-        store.append_rows(
-            "teacher_ledger", pl.DataFrame({"cycle": [cycle], "call_key": [f"{worker}/{i}"]})
-        )
-    results.put((worker, time.perf_counter() - began, WRITE_COUNTERS.retries))
+    error = None
+    try:
+        store.register_cycle(cycle)
+        for i in range(WRITES):
+            store.replace_rows("feedback", _partition(cycle, i), cycle=cycle)
+            store.append_rows(
+                "teacher_ledger", pl.DataFrame({"cycle": [cycle], "call_key": [f"{worker}/{i}"]})
+            )
+    except Exception as exc:  # reported, not hidden: a writer that gave up
+        error = f"{type(exc).__name__}: {str(exc)[:160]}"
+    results.put((worker, time.perf_counter() - began, WRITE_COUNTERS.retries, error))
 
 
 def concurrent_writers(settings: dict) -> dict:
@@ -73,19 +79,32 @@ def concurrent_writers(settings: dict) -> dict:
         p.start()
     start.wait()
     began = time.perf_counter()
-    done = [results.get(timeout=1800) for _ in procs]
+    done = []
+    for _ in procs:
+        try:
+            done.append(results.get(timeout=WRITERS_TIMEOUT_S))
+        except queue.Empty:  # a writer hung: report it, stop the rest
+            break
     wall = time.perf_counter() - began
     for p in procs:
-        p.join()
+        p.join(timeout=5)
+        if p.is_alive():
+            p.kill()
+            p.join()
+    done += [(None, wall, 0, "did not finish") for _ in range(WRITERS - len(done))]
     store = LineageStore(**settings)
     rows = store.query("SELECT count(*) AS n FROM feedback WHERE starts_with(cycle, 'writer-')")[
         "n"
     ][0]
+    errors = [e for *_, e in done if e]
+    for error in errors:
+        print(f"  writer failed: {error}", flush=True)  # noqa: T201
     return {
         "wall_s": wall,
         "rows_per_s": WRITERS * WRITES * ROWS_PER_WRITE / wall,
-        "retries": sum(r for _, _, r in done),
-        "rows_ok": rows == WRITERS * ROWS_PER_WRITE,
+        "retries": sum(r for _, _, r, _ in done),
+        "writers_failed": len(errors),
+        "rows_ok": rows == (WRITERS - len(errors)) * ROWS_PER_WRITE,
     }
 
 
@@ -105,6 +124,7 @@ def measure(name: str, settings: dict, rows: int) -> dict:
         "audit_sha_prefix_s": timed(lambda: store.find_adapter(sha)),
         "feedback_influence_s": timed(lambda: store.feedback_influence("c1")),
     }
+    print(f"{name}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in figures.items()), flush=True)  # noqa: T201
     figures.update(concurrent_writers(settings))
     print(f"{name}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in figures.items()), flush=True)  # noqa: T201
     return figures
@@ -125,8 +145,7 @@ def main(rows: int = 1_000_000) -> None:
                 aws_access_key_id=CREDENTIALS["s3_access_key_id"],
                 aws_secret_access_key=CREDENTIALS["s3_secret_access_key"],
             ).create_bucket(Bucket="lake")
-            results = {
-                "duckdb file": measure("duckdb file", {"home": str(root / "file")}, rows),
+            lake = {
                 "ducklake (postgres + s3)": measure(
                     "ducklake (postgres + s3)",
                     {
@@ -141,7 +160,8 @@ def main(rows: int = 1_000_000) -> None:
                     rows,
                 ),
             }
-    file, lake = results.values()
+            file = measure("duckdb file", {"home": str(root / "file")}, rows)
+    lake = lake["ducklake (postgres + s3)"]
     print(f"\n{rows:,} feedback rows; {WRITERS} writers x {WRITES} rewrites of {ROWS_PER_WRITE:,}")  # noqa: T201
     print(f"{'measure':<24}{'duckdb file':>14}{'ducklake':>14}{'ratio':>9}")  # noqa: T201
     for key in file:
