@@ -96,6 +96,10 @@ def _materialized(instance: dg.DagsterInstance, asset: str) -> set[str]:
     return set(instance.get_materialized_partitions(dg.AssetKey(asset)))
 
 
+# Slow: every run is a fresh process that loads the code location (torch, transformers) and the
+# sensors tick every 30 s; 19 min on the shared 2-core machine it was written on (most of it
+# waiting for CPU).
+@pytest.mark.slow
 def test_three_batches_turn_three_cycles_in_separate_run_processes(
     cluster_env, tmp_path, monkeypatch
 ):
