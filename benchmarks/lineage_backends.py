@@ -8,7 +8,7 @@ then 4 writer processes at once, each rewriting its own cycle's feedback partiti
 (delete-then-insert, 1,000 rows) `WRITES` times and appending ledger rows: rows/s over the wall
 time, conflict retries, and whether every row is there. The DuckLake is measured first.
 
-Run: `python -m benchmarks.lineage_backends [rows]` (through /work/bin/heavy on a shared box).
+Run: `python -m benchmarks.lineage_backends [rows] [ducklake|duckdb]` (via /work/bin/heavy).
 """
 
 from __future__ import annotations
@@ -109,24 +109,26 @@ def concurrent_writers(settings: dict) -> dict:
 
 
 def measure(name: str, settings: dict, rows: int) -> dict:
+    """Each figure is printed as soon as it is measured (a long run may be stopped midway)."""
     store = LineageStore(**settings)
+    figures: dict = {}
+
+    def record(key: str, value) -> None:
+        figures[key] = value
+        print(f"{name}: {key} = {_fmt(value)}", flush=True)  # noqa: T201
+
     began = time.perf_counter()
     populate(store, rows)
-    populated = time.perf_counter() - began
+    record("populate_s", time.perf_counter() - began)
     latest = f"c{CYCLES}"
     sha = store.adapter("c100")["adapter_sha256"][:10]
-    figures = {
-        "populate_s": populated,
-        "baseline_scan_s": timed(
-            lambda: store.query("SELECT cycle, count(*) FROM feedback GROUP BY 1")
-        ),
-        "audit_latest_s": timed(lambda: store.find_adapter(latest)),
-        "audit_sha_prefix_s": timed(lambda: store.find_adapter(sha)),
-        "feedback_influence_s": timed(lambda: store.feedback_influence("c1")),
-    }
-    print(f"{name}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in figures.items()), flush=True)  # noqa: T201
-    figures.update(concurrent_writers(settings))
-    print(f"{name}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in figures.items()), flush=True)  # noqa: T201
+    scan = "SELECT cycle, count(*) FROM feedback GROUP BY 1"
+    record("baseline_scan_s", timed(lambda: store.query(scan)))
+    record("audit_latest_s", timed(lambda: store.find_adapter(latest)))
+    record("audit_sha_prefix_s", timed(lambda: store.find_adapter(sha)))
+    record("feedback_influence_s", timed(lambda: store.feedback_influence("c1")))
+    for key, value in concurrent_writers(settings).items():
+        record(key, value)
     return figures
 
 
@@ -134,7 +136,8 @@ def _fmt(value) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
-def main(rows: int = 1_000_000) -> None:
+def main(rows: int = 1_000_000, only: str | None = None) -> None:
+    results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         with postgres(root / "pgdata") as pg, weed_mini(root / "weed") as endpoint:
@@ -145,23 +148,22 @@ def main(rows: int = 1_000_000) -> None:
                 aws_access_key_id=CREDENTIALS["s3_access_key_id"],
                 aws_secret_access_key=CREDENTIALS["s3_secret_access_key"],
             ).create_bucket(Bucket="lake")
-            lake = {
-                "ducklake (postgres + s3)": measure(
-                    "ducklake (postgres + s3)",
-                    {
-                        "home": str(root / "lake-home"),
-                        "backend": "ducklake",
-                        "catalog": pg.create_database("lineage_bench"),
-                        "data_path": "s3://lake/lineage/",
-                        "s3_endpoint_url": endpoint,
-                        "s3_region": "us-east-1",
-                        **CREDENTIALS,
-                    },
-                    rows,
-                ),
+            lake_settings = {
+                "home": str(root / "lake-home"),
+                "backend": "ducklake",
+                "catalog": pg.create_database("lineage_bench"),
+                "data_path": "s3://lake/lineage/",
+                "s3_endpoint_url": endpoint,
+                "s3_region": "us-east-1",
+                **CREDENTIALS,
             }
-            file = measure("duckdb file", {"home": str(root / "file")}, rows)
-    lake = lake["ducklake (postgres + s3)"]
+            if only in (None, "ducklake"):
+                results["ducklake"] = measure("ducklake (postgres + s3)", lake_settings, rows)
+            if only in (None, "duckdb"):
+                results["duckdb"] = measure("duckdb file", {"home": str(root / "file")}, rows)
+    if len(results) < 2:
+        return
+    file, lake = results["duckdb"], results["ducklake"]
     print(f"\n{rows:,} feedback rows; {WRITERS} writers x {WRITES} rewrites of {ROWS_PER_WRITE:,}")  # noqa: T201
     print(f"{'measure':<24}{'duckdb file':>14}{'ducklake':>14}{'ratio':>9}")  # noqa: T201
     for key in file:
@@ -173,4 +175,7 @@ def main(rows: int = 1_000_000) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000)
+    main(
+        int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000,
+        sys.argv[2] if len(sys.argv) > 2 else None,  # ducklake | duckdb: one backend only
+    )
