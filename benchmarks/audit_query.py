@@ -15,6 +15,13 @@ from pathlib import Path
 from resources.lineage.store import LineageStore
 
 CYCLES = 200
+# Tables that gained columns since their first release: the synthetic rows fill the first ones.
+COLUMNS = {
+    "adapters": "(cycle, adapter_sha256, uri, base_model, init_adapter_sha256, curriculum_cycle, "
+    "curriculum_size, steps, final_loss, train_seconds, config, created_at, asset_version)",
+    "deployments": "(cycle, adapter_sha256, model_name, model_version, repository, deployed_at, "
+    "asset_version, served, action)",
+}
 
 
 def populate(store: LineageStore, rows: int) -> None:
@@ -53,7 +60,8 @@ def populate(store: LineageStore, rows: int) -> None:
             "true, 'deploy' "
             "FROM range(1, ?) t(i)",
         }.items():
-            con.execute(f"INSERT INTO {table} SELECT {sql}", [CYCLES + 1])
+            columns = COLUMNS.get(table, "")
+            con.execute(f"INSERT INTO {table} {columns} SELECT {sql}", [CYCLES + 1])
         con.execute(
             """INSERT INTO curricula (cycle, example_id, item_id, asset_version)
                SELECT 'c' || i, 'e' || j, 'i' || j, '1' FROM range(1, ?) t(i), range(100) s(j)""",

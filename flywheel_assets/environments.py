@@ -3,17 +3,20 @@
 Same resource keys everywhere: `FLYWHEEL_ENV` picks the teacher (`local`: the offline corpus
 teacher; `prod`: an OpenAI-compatible endpoint), `FLYWHEEL_STORAGE` where artifacts and feedback
 files live (`local` | `s3`), `FLYWHEEL_FINETUNE` who trains (`local` PEFT | `nemo-*`), and the
-`FLYWHEEL_TRITON_*` variables the serving ports.
+`FLYWHEEL_TRITON_*` variables the serving ports, `FLYWHEEL_LINEAGE` where the lineage tables
+live (`duckdb` file | `ducklake`).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
+from flywheel_core.settings import LineageSettings, load_settings
 from resources.artifacts.local import LocalArtifactStore
 from resources.artifacts.s3 import S3ArtifactStore
 from resources.config import FlywheelConfig
@@ -59,7 +62,7 @@ def storage_resources(env: Mapping[str, str], home: Path) -> dict:
     bucket = env.get("FLYWHEEL_S3_BUCKET")
     if not bucket:
         raise ValueError("FLYWHEEL_STORAGE=s3 needs FLYWHEEL_S3_BUCKET")
-    prefix = env.get("FLYWHEEL_S3_PREFIX", "flywheel").strip("/")
+    prefix = _s3_prefix(env)
     s3 = s3_resource(env)
     return {
         "s3": s3,
@@ -71,6 +74,61 @@ def storage_resources(env: Mapping[str, str], home: Path) -> dict:
         ),
         "feedback_landing": S3FeedbackLanding(s3=s3, bucket=bucket, prefix=f"{prefix}/feedback"),
     }
+
+
+def _s3_prefix(env: Mapping[str, str]) -> str:
+    return env.get("FLYWHEEL_S3_PREFIX", "flywheel").strip("/")
+
+
+def lineage_store(
+    env: Mapping[str, str],
+    home: Path,
+    settings: LineageSettings | None = None,
+    resolved: bool = False,
+) -> LineageStore:
+    """The lineage store the `lineage` settings describe, FLYWHEEL_LINEAGE / _CATALOG /
+    _DATA_PATH overriding them. A catalog URI (it may hold a password) and the S3 credentials
+    reach the resource only through EnvVar (`resolved`: their values, for a CLI command that
+    uses the store outside a Dagster run)."""
+    settings = settings or LineageSettings()
+
+    def secret(name: str) -> str:
+        return env[name] if resolved else dg.EnvVar(name)
+
+    backend = env.get("FLYWHEEL_LINEAGE", settings.backend)
+    if backend not in ("duckdb", "ducklake"):
+        raise ValueError(f"FLYWHEEL_LINEAGE={backend!r} is not supported; use duckdb or ducklake")
+    if backend == "duckdb":
+        return LineageStore(home=str(home), write_attempts=settings.write_attempts)
+    catalog = (
+        secret("FLYWHEEL_LINEAGE_CATALOG")
+        if env.get("FLYWHEEL_LINEAGE_CATALOG")
+        else settings.catalog
+    )
+    data_path = env.get("FLYWHEEL_LINEAGE_DATA_PATH", settings.data_path)
+    if data_path is None and env.get("FLYWHEEL_STORAGE") == "s3" and env.get("FLYWHEEL_S3_BUCKET"):
+        data_path = f"s3://{env['FLYWHEEL_S3_BUCKET']}/{_s3_prefix(env)}/lineage/"
+    secrets = {
+        f"s3_{name.lower().removeprefix('aws_')}": secret(name) for name in SECRETS if name in env
+    }
+    return LineageStore(
+        home=str(home),
+        backend="ducklake",
+        catalog=catalog,
+        data_path=data_path,
+        s3_endpoint_url=env.get("FLYWHEEL_S3_ENDPOINT_URL"),
+        s3_region=env.get("AWS_REGION", env.get("AWS_DEFAULT_REGION")),
+        write_attempts=settings.write_attempts,
+        **secrets,
+    )
+
+
+def cli_lineage_store(home: Path, env: Mapping[str, str] | None = None) -> LineageStore:
+    """The lineage store a `flywheel` command reads: the same choice as the code location's
+    (FLYWHEEL_LINEAGE*, FLYWHEEL_CONFIG's `lineage` settings), secrets resolved."""
+    env = os.environ if env is None else env
+    settings = load_settings(env.get("FLYWHEEL_CONFIG")).lineage
+    return lineage_store(env, home, settings, resolved=True)
 
 
 def teacher_resource(name: str, env: Mapping[str, str], store: LineageStore) -> Teacher:
@@ -104,7 +162,7 @@ def resources_for(
     name = env.get("FLYWHEEL_ENV", "local")
     if name not in ENVIRONMENTS:
         raise ValueError(f"FLYWHEEL_ENV={name!r} is not supported; use one of {ENVIRONMENTS}")
-    store = LineageStore(home=str(home))
+    store = lineage_store(env, home, config.settings().lineage)
     return {
         "flywheel_config": config,
         "store": store,

@@ -15,6 +15,7 @@ import yaml
 
 from flywheel_cli import audit as audit_cli
 from flywheel_cli import cache as cache_cli
+from flywheel_cli import cluster as cluster_cli
 from flywheel_cli import serve as serve_cli
 from flywheel_cli.errors import one_line, user_error_types
 from flywheel_cli.instance import persistent_instance
@@ -177,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     audit_cli.add_parser(sub)
     cache_cli.add_parser(sub)
+    cluster_cli.add_parser(sub)
     serve_cli.add_parsers(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -196,6 +198,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return audit_cli.run(args)
     if args.command == "cache":
         return cache_cli.run(args)
+    if args.command == "cluster":
+        return cluster_cli.run(args)
     if args.command in serve_cli.COMMANDS:
         return serve_cli.COMMANDS[args.command](args)
     return 2

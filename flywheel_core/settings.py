@@ -152,6 +152,25 @@ class FeedbackSettings(_Section):
     heldout_share: float = Field(0.15, ge=0.0, lt=1.0)
 
 
+class LineageSettings(_Section):
+    """Where the lineage tables live (docs/scaling-out.md). The variables FLYWHEEL_LINEAGE,
+    FLYWHEEL_LINEAGE_CATALOG and FLYWHEEL_LINEAGE_DATA_PATH override these per deployment."""
+
+    # duckdb: one embedded file, <home>/lineage.duckdb (one writing process at a time).
+    # ducklake: the same tables in a DuckLake: a catalog database plus Parquet data files.
+    backend: Literal["duckdb", "ducklake"] = "duckdb"
+    # ducklake: a Postgres URI (postgresql://user@host/db) for many processes and machines, or a
+    # local catalog file (one process at a time); null: <home>/lineage.ducklake.
+    catalog: str | None = None
+    # ducklake: s3://bucket/prefix/ (credentials and endpoint as for FLYWHEEL_STORAGE=s3) or a
+    # local directory; null: <S3 prefix>/lineage/ with FLYWHEEL_STORAGE=s3, else
+    # <home>/lineage_data.
+    data_path: str | None = None
+    # A write that meets a concurrent writer's commit is retried this often (with jittered
+    # backoff), then fails with the conflict named.
+    write_attempts: int = Field(16, ge=1)
+
+
 class FlywheelSettings(_Section):
     student: StudentSettings = StudentSettings()
     exam: ExamSettings = ExamSettings()
@@ -162,6 +181,7 @@ class FlywheelSettings(_Section):
     judge: JudgeSettings = JudgeSettings()
     teacher: TeacherSettings = TeacherSettings()
     feedback: FeedbackSettings = FeedbackSettings()
+    lineage: LineageSettings = LineageSettings()
 
     def section_hash(self, *sections: str) -> str:
         """Short content hash of the named sections (all when none named)."""

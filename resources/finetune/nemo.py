@@ -378,6 +378,7 @@ def nemo_launcher(kind: str, env: Mapping[str, str], home: Path) -> NemoLauncher
             mount_path=mount,
             path_map={str(home): mount},
             env_secret=env.get("FLYWHEEL_K8S_ENV_SECRET") or None,
+            node_selector=_labels(env.get("FLYWHEEL_K8S_NODE_SELECTOR")),
             **common,
         )
     if kind == "nemo-ecs":
@@ -391,6 +392,14 @@ def nemo_launcher(kind: str, env: Mapping[str, str], home: Path) -> NemoLauncher
             **common,
         )
     raise ValueError(f"FLYWHEEL_FINETUNE={kind!r}: expected local or one of {NEMO_LAUNCHERS}")
+
+
+def _labels(value: str | None) -> dict[str, str]:
+    """`key=value,key2=value2` (FLYWHEEL_K8S_NODE_SELECTOR, e.g. nvidia.com/gpu.present=true)."""
+    pairs = [part.split("=", 1) for part in _csv(value)]
+    if any(len(pair) != 2 for pair in pairs):
+        raise ValueError(f"FLYWHEEL_K8S_NODE_SELECTOR={value!r}: expected key=value[,key=value]")
+    return dict(pairs)
 
 
 def _path_map(mount: str | None, home: Path) -> dict[str, str]:

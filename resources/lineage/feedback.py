@@ -35,12 +35,14 @@ class FeedbackQueries:
         if not rows:
             return
         frame = pl.DataFrame(rows)
-        with self.connect() as con:
-            con.execute("BEGIN TRANSACTION")
+
+        def action(con) -> None:
             con.execute("DELETE FROM feedback_batches WHERE cycle IN ?", [frame["cycle"].to_list()])
             con.register("incoming_batches", frame.to_arrow())
             con.execute("INSERT INTO feedback_batches BY NAME SELECT * FROM incoming_batches")
-            con.execute("COMMIT")
+            con.unregister("incoming_batches")
+
+        self.write(action, "feedback_batches", serialize="feedback_batches")
 
     def lookup_batch(self, cycle: str) -> dict | None:
         rows = self.query("SELECT * FROM feedback_batches WHERE cycle = ?", [cycle])

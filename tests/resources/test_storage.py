@@ -1,4 +1,8 @@
-"""Protects storage: idempotent lineage writes, cycle order, content-addressed artifacts."""
+"""Protects storage: idempotent lineage writes, cycle order, content-addressed artifacts.
+
+The lineage tests run on both backends: the embedded DuckDB file and a DuckLake (local catalog
+file + local data directory; tests/resources/test_lineage_ducklake.py covers Postgres + S3).
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,14 @@ from resources.artifacts.local import LocalArtifactStore
 from resources.lineage.store import LineageStore
 
 
-def test_replace_rows_is_idempotent_per_cycle(tmp_path):
-    store = LineageStore(home=str(tmp_path))
+@pytest.fixture(params=["duckdb", "ducklake"])
+def new_store(request):
+    """A fresh lineage store under a home, on the parametrized backend."""
+    return lambda home: LineageStore(home=str(home), backend=request.param)
+
+
+def test_replace_rows_is_idempotent_per_cycle(tmp_path, new_store):
+    store = new_store(tmp_path)
     rows = pl.DataFrame(
         {"cycle": ["a", "a"], "line_no": [1, 2], "raw": ["x", "y"], "reason": ["r", "r"]}
     )
@@ -24,8 +34,8 @@ def test_replace_rows_is_idempotent_per_cycle(tmp_path):
     assert counts.to_dicts() == [{"cycle": "a", "n": 2}, {"cycle": "b", "n": 2}]
 
 
-def test_cycle_order_and_previous_cycle(tmp_path):
-    store = LineageStore(home=str(tmp_path))
+def test_cycle_order_and_previous_cycle(tmp_path, new_store):
+    store = new_store(tmp_path)
     assert [store.register_cycle(c) for c in ("one", "two", "three")] == [1, 2, 3]
     assert store.register_cycle("two") == 2
     store.replace_rows(
@@ -78,8 +88,8 @@ def _feedback(cycle: str, n: int = 2) -> pl.DataFrame:
     )
 
 
-def test_cycles_build_on_the_last_completed_one_and_take_all_earlier_feedback(tmp_path):
-    store = LineageStore(home=str(tmp_path))
+def test_cycles_build_on_the_last_completed_one_and_take_all_earlier_feedback(tmp_path, new_store):
+    store = new_store(tmp_path)
     for c in ("a", "b", "c"):
         store.register_cycle(c)
         store.replace_rows("feedback", _feedback(c), cycle=c)
@@ -99,8 +109,8 @@ def test_cycles_build_on_the_last_completed_one_and_take_all_earlier_feedback(tm
     assert store.new_curriculum_rows("a")["added_in_cycle"].unique().to_list() == ["a"]
 
 
-def test_feedback_influence_reads_the_curricula(tmp_path):
-    store = LineageStore(home=str(tmp_path))
+def test_feedback_influence_reads_the_curricula(tmp_path, new_store):
+    store = new_store(tmp_path)
     for c in ("a", "b", "c"):
         store.register_cycle(c)
         store.replace_rows("feedback", _feedback(c), cycle=c)

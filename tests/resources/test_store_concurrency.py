@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import polars as pl
+import pytest
 
 from flywheel_core.settings import TeacherSettings
 from resources.lineage.store import LineageStore
@@ -14,9 +15,9 @@ from resources.lineage.store import LineageStore
 OPERATIONS = 25  # store operations per thread, as many as a judging thread makes in a cycle
 
 
-def _work(home: str, worker: str) -> int:
+def _work(home: str, worker: str, backend: str = "duckdb") -> int:
     """What a judging thread does: ledger appends, idempotent replaces, reads."""
-    store = LineageStore(home=home)
+    store = LineageStore(home=home, backend=backend)
     done = 0
     for i in range(OPERATIONS):
         row = {
@@ -44,16 +45,17 @@ def _work(home: str, worker: str) -> int:
     return done
 
 
-def _threads(home: str, prefix: str, threads: int) -> int:
+def _threads(home: str, prefix: str, threads: int, backend: str = "duckdb") -> int:
     with ThreadPoolExecutor(threads) as pool:
-        return sum(pool.map(lambda t: _work(home, f"{prefix}{t}"), range(threads)))
+        return sum(pool.map(lambda t: _work(home, f"{prefix}{t}", backend), range(threads)))
 
 
-def test_default_concurrency_threads_share_the_store(tmp_path):
+@pytest.mark.parametrize("backend", ["duckdb", "ducklake"])
+def test_default_concurrency_threads_share_the_store(tmp_path, backend):
     threads = TeacherSettings().max_concurrency  # the documented default, not pinned to 1
     assert threads == 4
-    assert _threads(str(tmp_path), "t", threads) == threads * OPERATIONS
-    store = LineageStore(home=str(tmp_path))
+    assert _threads(str(tmp_path), "t", threads, backend) == threads * OPERATIONS
+    store = LineageStore(home=str(tmp_path), backend=backend)
     ledger = store.query("SELECT cycle, count(*) AS n FROM teacher_ledger GROUP BY 1 ORDER BY 1")
     assert ledger["n"].to_list() == [9] * threads  # i % 3 == 0 for 9 of 25
     judged = store.query("SELECT count(*) AS n FROM explanation_judgements")
