@@ -9,7 +9,9 @@ import polars as pl
 import pytest
 
 from flywheel_core.hashing import sha256_dir, sha256_file
+from flywheel_core.settings import CurriculumSettings
 from flywheel_core.severity import SEVERITIES
+from flywheel_core.teaching.curriculum_weights import weigh
 from flywheel_core.teaching.metrics import classification_report
 from tests.conftest import TINY_OVERRIDES
 from tests.support.flywheel_runner import latest_metadata, run_cycles
@@ -86,9 +88,18 @@ def test_curriculum_grows_and_weighs_the_weak_class_more(two_cycles):
         store.query("SELECT per_class FROM evaluations WHERE cycle = 'cycle-2'")["per_class"][0]
     )
     f1 = {c: v["f1"] for c, v in per_class.items()}
+    settings = CurriculumSettings()  # the defaults (the tiny overrides change only the size)
+    rows = second.drop("weight").sort("item_id")
+    # The stored weights are the rule's: weak-class boost x feedback weight x class balance.
+    expected = weigh(
+        rows, f1, settings.weak_class_boost, settings.feedback_weight, settings.class_balance
+    )
+    assert second.sort("item_id")["weight"].to_list() == pytest.approx(expected["weight"])
+    # With the balance factored out, the weakest class on the exam weighs more.
     weakest, strongest = min(f1, key=f1.get), max(f1, key=f1.get)
     if f1[weakest] < f1[strongest]:
-        mean = second.group_by("severity").agg(pl.col("weight").mean())
+        boosted = weigh(rows, f1, settings.weak_class_boost, settings.feedback_weight, 0.0)
+        mean = boosted.group_by("severity").agg(pl.col("weight").mean())
         weights = dict(zip(mean["severity"], mean["weight"], strict=True))
         assert weights[weakest] > weights[strongest]
     assert second["weight"].mean() == pytest.approx(1.0)
