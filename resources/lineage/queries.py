@@ -297,7 +297,7 @@ class CycleQueries:
         return self.query(
             """
             SELECT p.cycle, p.baseline, p.wins, p.ties, p.losses, p.differential, p.ci_low,
-                   p.ci_high, p.judge
+                   p.ci_high, p.judge, p.invalid
             FROM preference_results p JOIN cycles c USING (cycle) ORDER BY c.seq, p.baseline
             """
         )
