@@ -45,7 +45,8 @@ lint: setup
 
 test: setup lint
 	scripts/build_nemo_venv.sh .venv-nemo || echo "NeMo venv not built: the NeMo tests will skip"
-	$(BIN)/python -m pytest -q
+	# The slowest tests are listed at the end, so a slow suite says where its time goes.
+	$(BIN)/python -m pytest -q --durations=20
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
