@@ -23,7 +23,7 @@ from resources.lineage.backends import DuckDBFile, DuckLake, S3Access
 from resources.lineage.deployments import DeploymentQueries
 from resources.lineage.feedback import FeedbackQueries
 from resources.lineage.queries import CycleQueries
-from resources.lineage.schema import TABLES, create_statements, schema_is_current, upgrade_schema
+from resources.lineage.schema import TABLES, schema_is_current, upgrade_schema
 
 log = logging.getLogger(__name__)
 
@@ -112,13 +112,13 @@ def _writer_lock(backend: Backend) -> threading.RLock | None:
 
 
 def _ensure_schema(con: duckdb.DuckDBPyConnection, backend: Backend) -> None:
-    if backend.kind == "duckdb":
-        for statement in create_statements():
-            con.execute(statement)
-        return
+    """Bring the store to this code's DDL unless it already records its hash: opening a current
+    store runs one read, not ~45 DDL statements (which on the file backend also rewrote the
+    file on every open, since the file is released and re-opened between reads)."""
     cur = con.cursor()
     try:
-        cur.execute(f"USE {backend.alias}")
+        if backend.kind == "ducklake":
+            cur.execute(f"USE {backend.alias}")
         for attempt in range(1, WRITE_ATTEMPTS + 1):  # other processes may be upgrading it too
             if schema_is_current(cur, backend.kind):
                 return

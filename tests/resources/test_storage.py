@@ -75,6 +75,29 @@ def test_a_store_from_before_the_registry_columns_gains_them(tmp_path):
     assert set(added) <= set(adapters.columns) and adapters["adapter_sha256"].to_list() == ["abc"]
 
 
+def test_a_current_file_store_is_not_rewritten_by_reads(tmp_path):
+    """The file is re-opened for every read: with its recorded DDL hash current, an open runs
+    no DDL, so reads leave the file byte for byte as it was."""
+    store = LineageStore(home=str(tmp_path))
+    store.replace_rows("feedback", _feedback("a"), cycle="a")
+    before = store.db_path.read_bytes()
+    assert store.query("SELECT count(*) AS n FROM feedback")["n"][0] == 2
+    assert store.query("SELECT * FROM adapter_lineage").is_empty()
+    assert store.db_path.read_bytes() == before
+
+
+def test_a_file_store_with_another_ddl_hash_is_brought_up_to_date(tmp_path):
+    import duckdb
+
+    store = LineageStore(home=str(tmp_path))
+    store.replace_rows("feedback", _feedback("a"), cycle="a")
+    with duckdb.connect(str(store.db_path)) as con:  # as an older release left it
+        con.execute("DROP VIEW feedback_influence")
+        con.execute("UPDATE lineage_schema SET ddl_sha256 = 'older'")
+    assert store.query("SELECT * FROM feedback_influence").is_empty()
+    assert store.query("SELECT count(*) AS n FROM feedback")["n"][0] == 2
+
+
 def _feedback(cycle: str, n: int = 2) -> pl.DataFrame:
     return pl.DataFrame(
         {
