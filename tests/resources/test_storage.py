@@ -158,3 +158,17 @@ def test_feedback_influence_reads_the_curricula(tmp_path, new_store):
     assert store.feedback_influence("a")["feedback_rows_used"].to_list() == [2, 1]
     assert store.feedback_influence("b").is_empty()  # not "every later adapter"
     assert store.feedback_influence("c")["adapter_cycle"].to_list() == ["c"]
+
+
+def test_warm_start_chain_is_every_ancestor_oldest_first(tmp_path, new_store):
+    store = new_store(tmp_path)
+    parents = {"a": None, "b": "a", "side": None, "c": "b"}  # cycle -> the cycle it warm-starts
+    for cycle, parent in parents.items():
+        store.register_cycle(cycle)
+        row = {"cycle": cycle, "adapter_sha256": f"sha-{cycle}", "curriculum_cycle": cycle}
+        row["init_adapter_sha256"] = parent and f"sha-{parent}"
+        store.replace_rows("adapters", pl.DataFrame([row]), cycle=cycle)
+    chain = store.warm_start_chain(store.find_adapter("c"))
+    assert [a["cycle"] for a in chain] == ["a", "b", "c"]
+    assert chain == [store.find_adapter(cycle) for cycle in ("a", "b", "c")]
+    assert store.warm_start_chain(store.find_adapter("side")) == [store.find_adapter("side")]
