@@ -137,7 +137,8 @@ def measure(name: str, settings: dict, rows: int) -> dict:
 def _audit_serving(store: LineageStore) -> str:
     """What `flywheel audit` (no argument) and the lineage_audit asset do: the adapter serving
     now, its whole warm-start chain (200 adapters here) and the markdown report."""
-    return store.audit_report(store.deployed_adapter())
+    with store.reading():
+        return store.audit_report(store.deployed_adapter())
 
 
 def _fmt(value) -> str:

@@ -114,8 +114,9 @@ class AuditQueries:
 
     def audit_report(self, adapter: dict) -> str:
         """Markdown lineage of an `adapter_lineage` row: facts, warm-start chain, feedback."""
-        return render_adapter(
-            adapter,
-            self.warm_start_chain(adapter),
-            self.explanation_sources(adapter["curriculum_cycle"]),
-        )
+        with self.reading():
+            return render_adapter(
+                adapter,
+                self.warm_start_chain(adapter),
+                self.explanation_sources(adapter["curriculum_cycle"]),
+            )

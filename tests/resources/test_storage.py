@@ -172,3 +172,17 @@ def test_warm_start_chain_is_every_ancestor_oldest_first(tmp_path, new_store):
     assert [a["cycle"] for a in chain] == ["a", "b", "c"]
     assert chain == [store.find_adapter(cycle) for cycle in ("a", "b", "c")]
     assert store.warm_start_chain(store.find_adapter("side")) == [store.find_adapter("side")]
+
+
+def test_reads_in_one_reading_block_see_one_snapshot(tmp_path, new_store):
+    store = new_store(tmp_path)
+    store.replace_rows("feedback", _feedback("a"), cycle="a")
+
+    def count() -> int:
+        return store.query("SELECT count(*) AS n FROM feedback")["n"][0]
+
+    with store.reading():
+        assert count() == 2
+        store.replace_rows("feedback", _feedback("a", 5), cycle="a")  # its own transaction
+        assert count() == 2  # still the block's snapshot
+    assert count() == 5
