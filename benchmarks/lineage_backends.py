@@ -3,7 +3,8 @@ its catalog in Postgres and its data as Parquet on S3 (embedded Postgres + `weed
 started here on loopback and stopped by pid).
 
 Per backend: populating 1M feedback rows (plus cycles, exams, curricula, adapters, deployments:
-benchmarks/audit_query.py's synthetic lineage), the audit queries (median of 5 after a warm-up),
+benchmarks/audit_query.py's synthetic lineage), the audit queries (median of 5 after a warm-up:
+the whole audit of the serving adapter as `flywheel audit` prints it, then single lookups),
 then 4 writer processes at once, each rewriting its own cycle's feedback partition
 (delete-then-insert, 1,000 rows) `WRITES` times and appending ledger rows: rows/s over the wall
 time, conflict retries, and whether every row is there. The DuckLake is measured first.
@@ -124,12 +125,20 @@ def measure(name: str, settings: dict, rows: int) -> dict:
     sha = store.adapter("c100")["adapter_sha256"][:10]
     scan = "SELECT cycle, count(*) FROM feedback GROUP BY 1"
     record("baseline_scan_s", timed(lambda: store.query(scan)))
+    record("audit_serving_s", timed(lambda: _audit_serving(store)))
     record("audit_latest_s", timed(lambda: store.find_adapter(latest)))
     record("audit_sha_prefix_s", timed(lambda: store.find_adapter(sha)))
     record("feedback_influence_s", timed(lambda: store.feedback_influence("c1")))
     for key, value in concurrent_writers(settings).items():
         record(key, value)
     return figures
+
+
+def _audit_serving(store: LineageStore) -> str:
+    """What `flywheel audit` (no argument) and the lineage_audit asset do: the adapter serving
+    now, its whole warm-start chain (200 adapters here) and the markdown report."""
+    with store.reading():
+        return store.audit_report(store.deployed_adapter())
 
 
 def _fmt(value) -> str:
@@ -170,8 +179,8 @@ def main(rows: int = 1_000_000, only: str | None = None) -> None:
         a, b = file[key], lake[key]
         ratio = f"{b / a:.1f}x" if isinstance(a, float) and a else ""
         print(f"{key:<24}{_fmt(a):>14}{_fmt(b):>14}{ratio:>9}")  # noqa: T201
-    verdict = "OK" if lake["audit_latest_s"] < 2.0 else "OVER the 2 s target"
-    print(f"DuckLake audit (latest adapter): {lake['audit_latest_s']:.3f} s [{verdict}]")  # noqa: T201
+    verdict = "OK" if lake["audit_serving_s"] < 2.0 else "OVER the 2 s target"
+    print(f"DuckLake audit of the serving adapter: {lake['audit_serving_s']:.3f} s [{verdict}]")  # noqa: T201
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     store = existing_store(args.home)
     try:
-        text = _report(store, args.ref, args.feedback)
+        with store.reading():  # one snapshot: the adapter and its chain as of the same commit
+            text = _report(store, args.ref, args.feedback)
     except AuditError as exc:
         print(f"flywheel audit: {exc}")  # noqa: T201
         return 1

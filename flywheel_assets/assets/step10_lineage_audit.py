@@ -17,11 +17,13 @@ VERSION = "1"
 )
 def lineage_audit(context: dg.AssetExecutionContext, store: LineageStore) -> dg.MaterializeResult:
     """Feedback batches, exams, evaluations, curriculum, training and sha256 of what serves now."""
-    adapter = store.deployed_adapter()
-    if adapter is None:
-        return dg.MaterializeResult(metadata={"report": dg.MetadataValue.md("Nothing deployed.")})
-    context.log.info(f"auditing adapter {adapter['adapter_sha256'][:12]} ({adapter['cycle']})")
-    report = store.audit_report(adapter)
+    with store.reading():  # one snapshot: the adapter and its chain as of the same commit
+        adapter = store.deployed_adapter()
+        if adapter is None:
+            report = dg.MetadataValue.md("Nothing deployed.")
+            return dg.MaterializeResult(metadata={"report": report})
+        context.log.info(f"auditing adapter {adapter['adapter_sha256'][:12]} ({adapter['cycle']})")
+        report = store.audit_report(adapter)
     return dg.MaterializeResult(
         metadata={
             "report": dg.MetadataValue.md(report),

@@ -29,21 +29,29 @@ class AuditQueries:
     """Mixed into `LineageStore`: the reads behind `flywheel audit` and `lineage_audit`."""
 
     def find_adapter(self, ref: str) -> dict:
-        """An adapter_lineage row by cycle, deployment version (`3` / `v3`) or sha256 prefix."""
-        by_cycle = self.query("SELECT * FROM adapter_lineage WHERE cycle = ?", [ref])
-        if not by_cycle.is_empty():
-            return _one(by_cycle, f"cycle {ref!r}")
-        if match := _VERSION.match(ref):
-            rows = self.query(
-                "SELECT * FROM adapter_lineage WHERE model_version = ?", [int(match.group(1))]
-            )
-            if not rows.is_empty():
-                return _one(rows, f"deployment version {ref!r}")
-        if _SHA.match(ref.lower()):
-            rows = self.query(
-                "SELECT * FROM adapter_lineage WHERE starts_with(adapter_sha256, ?)", [ref.lower()]
-            )
-            return _one(rows, f"adapter sha256 prefix {ref!r}")
+        """An adapter_lineage row by cycle, deployment version (`3` / `v3`) or sha256 prefix,
+        in that order of precedence. One read of the view for all three."""
+        version = int(match.group(1)) if (match := _VERSION.match(ref)) else None
+        sha = ref.lower() if _SHA.match(ref.lower()) else None
+        flags = ["by_cycle", "by_version", "by_sha"]
+        rows = self.query(
+            """
+            SELECT * FROM (
+                SELECT *, cycle = $1 AS by_cycle,
+                       coalesce(model_version = $2, false) AS by_version,
+                       coalesce(starts_with(adapter_sha256, $3), false) AS by_sha
+                FROM adapter_lineage)
+            WHERE by_cycle OR by_version OR by_sha
+            """,
+            [ref, version, sha],
+        )
+        matches = {flag: rows.filter(pl.col(flag)).drop(flags) for flag in flags}
+        if not matches["by_cycle"].is_empty():
+            return _one(matches["by_cycle"], f"cycle {ref!r}")
+        if version is not None and not matches["by_version"].is_empty():
+            return _one(matches["by_version"], f"deployment version {ref!r}")
+        if sha is not None:
+            return _one(matches["by_sha"], f"adapter sha256 prefix {ref!r}")
         raise AuditError(
             f"no adapter matches {ref!r} (a cycle, a deployment version or a sha prefix)"
         )
@@ -54,16 +62,35 @@ class AuditQueries:
         return None if rows.is_empty() else rows.row(0, named=True)
 
     def warm_start_chain(self, adapter: dict) -> list[dict]:
-        """The adapter and every adapter it was warm-started from, oldest first."""
+        """The adapter and every adapter it was warm-started from, oldest first.
+
+        Two reads whatever the chain's length: the warm-start links (adapters only), then the
+        chain's `adapter_lineage` rows (one query per link scanned all feedback each time)."""
+        links: dict[str, tuple[str, str | None]] = {}  # sha -> (its first cycle, warm start)
+        for sha, cycle, init in self.query(
+            "SELECT a.adapter_sha256, a.cycle, a.init_adapter_sha256 "
+            "FROM adapters a JOIN cycles c USING (cycle) ORDER BY c.seq"
+        ).iter_rows():
+            links.setdefault(sha, (cycle, init))
+        path: list[tuple[str, str]] = []  # (cycle, sha) of each ancestor, newest first
+        init = adapter["init_adapter_sha256"]
+        while init and init in links and len(path) < 10_000:
+            path.append((links[init][0], init))
+            init = links[init][1]
+        if not path:
+            return [adapter]
+        rows = self.query(
+            "SELECT * FROM adapter_lineage WHERE list_contains(?, cycle) ORDER BY seq",
+            [sorted({cycle for cycle, _ in path})],
+        )
+        found: dict[tuple[str, str], dict] = {}
+        for row in rows.iter_rows(named=True):
+            found.setdefault((row["cycle"], row["adapter_sha256"]), row)
         chain = [adapter]
-        while chain[-1]["init_adapter_sha256"]:
-            rows = self.query(
-                "SELECT * FROM adapter_lineage WHERE adapter_sha256 = ? ORDER BY seq LIMIT 1",
-                [chain[-1]["init_adapter_sha256"]],
-            )
-            if rows.is_empty() or len(chain) > 10_000:
+        for key in path:
+            if key not in found:
                 break
-            chain.append(rows.row(0, named=True))
+            chain.append(found[key])
         return chain[::-1]
 
     def feedback_influence(self, batch: str) -> pl.DataFrame:
@@ -87,8 +114,9 @@ class AuditQueries:
 
     def audit_report(self, adapter: dict) -> str:
         """Markdown lineage of an `adapter_lineage` row: facts, warm-start chain, feedback."""
-        return render_adapter(
-            adapter,
-            self.warm_start_chain(adapter),
-            self.explanation_sources(adapter["curriculum_cycle"]),
-        )
+        with self.reading():
+            return render_adapter(
+                adapter,
+                self.warm_start_chain(adapter),
+                self.explanation_sources(adapter["curriculum_cycle"]),
+            )

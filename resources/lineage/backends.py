@@ -128,6 +128,16 @@ def catalog_uri(catalog: str) -> str:
     return f"ducklake:{Path(catalog).resolve()}"
 
 
+# A lake's data files are written once under names of their own and never changed in place
+# (a compaction writes new files), so the process keeps what it read of them: the Parquet footers,
+# the S3 objects' sizes and their bytes (DuckDB's external file cache), without re-validating
+# them against S3 on every query (one request per file and query otherwise).
+LAKE_READ_SETTINGS = {
+    "enable_external_file_cache": "true",
+    "validate_external_file_cache": "'NO_VALIDATION'",
+    "parquet_metadata_cache": "true",
+}
+
 _INSTANCE_LOCK = threading.Lock()
 _INSTANCE: list[duckdb.DuckDBPyConnection] = []
 _LOADED: set[str] = set()
@@ -140,11 +150,15 @@ def lake_instance(*extensions: str) -> duckdb.DuckDBPyConnection:
     with _INSTANCE_LOCK:
         if not _INSTANCE:
             _INSTANCE.append(duckdb.connect(config={"autoinstall_known_extensions": False}))
+            for setting, value in LAKE_READ_SETTINGS.items():
+                _INSTANCE[0].execute(f"SET {setting} = {value}")
         con = _INSTANCE[0]
         for name in extensions:
             if name not in _LOADED:
                 con.execute(f"LOAD {_quote(str(extension_path(name)))}")
                 _LOADED.add(name)
+                if name == "httpfs":  # the S3 objects' sizes and times (a HEAD per read)
+                    con.execute("SET enable_http_metadata_cache = true")
         return con
 
 

@@ -168,9 +168,10 @@ def create_statements(backend: str = "duckdb") -> list[str]:
     return tables + migration_statements() + view_statements()
 
 
-# A DuckLake records every DDL statement as a snapshot, and concurrent DDL conflicts: the lake
-# remembers the hash of the DDL it was last brought up to, and a process skips the DDL when it
-# matches (one read instead of ~40 statements per process start).
+# The store remembers the hash of the DDL it was last brought up to, and an open skips the DDL
+# when it matches (one read instead of ~45 statements). A DuckLake records every DDL statement as
+# a snapshot and concurrent DDL conflicts; the DuckDB file is re-opened for every read (it is
+# released between reads for other processes), and its DDL rewrote the file each time.
 SCHEMA_TABLE = "lineage_schema"
 
 
@@ -179,7 +180,7 @@ def ddl_sha256(backend: str) -> str:
 
 
 def schema_is_current(con, backend: str) -> bool:
-    """Whether the attached lake already holds this DDL (by hash). Reads only this lake: a
+    """Whether the store already holds this DDL (by hash). Reads only this store: a
     catalog-wide listing would touch every lake the process has attached."""
     import duckdb
 
@@ -191,7 +192,7 @@ def schema_is_current(con, backend: str) -> bool:
 
 
 def upgrade_schema(con, backend: str) -> None:
-    """Bring the lake to this DDL and record its hash (inside the caller's transaction)."""
+    """Bring the store to this DDL and record its hash (inside the caller's transaction)."""
     for statement in create_statements(backend):
         con.execute(statement)
     con.execute(

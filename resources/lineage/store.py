@@ -23,7 +23,7 @@ from resources.lineage.backends import DuckDBFile, DuckLake, S3Access
 from resources.lineage.deployments import DeploymentQueries
 from resources.lineage.feedback import FeedbackQueries
 from resources.lineage.queries import CycleQueries
-from resources.lineage.schema import TABLES, create_statements, schema_is_current, upgrade_schema
+from resources.lineage.schema import TABLES, schema_is_current, upgrade_schema
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,7 @@ class _OpenDatabases:
 
 
 _OPEN = _OpenDatabases()
+_PINNED = threading.local()  # cursors: store key -> this thread's read transaction (`reading`)
 
 # One DuckLake writer per process at a time: a process's threads would only conflict with one
 # another at commit (DuckLake detects conflicts per table, not per row); other processes' writes
@@ -112,13 +113,13 @@ def _writer_lock(backend: Backend) -> threading.RLock | None:
 
 
 def _ensure_schema(con: duckdb.DuckDBPyConnection, backend: Backend) -> None:
-    if backend.kind == "duckdb":
-        for statement in create_statements():
-            con.execute(statement)
-        return
+    """Bring the store to this code's DDL unless it already records its hash: opening a current
+    store runs one read, not ~45 DDL statements (which on the file backend also rewrote the
+    file on every open, since the file is released and re-opened between reads)."""
     cur = con.cursor()
     try:
-        cur.execute(f"USE {backend.alias}")
+        if backend.kind == "ducklake":
+            cur.execute(f"USE {backend.alias}")
         for attempt in range(1, WRITE_ATTEMPTS + 1):  # other processes may be upgrading it too
             if schema_is_current(cur, backend.kind):
                 return
@@ -287,7 +288,29 @@ class LineageStore(
             f"FROM {backend.alias}.snapshots() ORDER BY snapshot_id"
         )
 
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """Run this thread's `query` calls in one read transaction: they see one snapshot (a
+        concurrent writer's commit lands wholly before or after them), the file is opened once,
+        and a DuckLake reads its catalog snapshot once. Writes keep their own transactions."""
+        pinned = _PINNED.__dict__.setdefault("cursors", {})
+        key = self.location.key
+        if key in pinned:  # nested: the outer block's transaction serves
+            yield
+            return
+        with self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            pinned[key] = con
+            try:
+                yield
+            finally:
+                del pinned[key]
+                _rollback(con)  # it only read
+
     def query(self, sql: str, params: list[Any] | None = None) -> pl.DataFrame:
+        pinned = _PINNED.__dict__.get("cursors", {}).get(self.location.key)
+        if pinned is not None:
+            return pinned.execute(sql, params or []).pl()
         with self.connect() as con:
             return con.execute(sql, params or []).pl()
 

@@ -3,13 +3,15 @@
 VIEWS: dict[str, str] = {
     # The deployment history is append-only: the first deploy row of each adapter, and which
     # adapter serves now (the latest deploy or rollback row).
+    # Each table is scanned once per view (a MATERIALIZED CTE where it is used twice): on a
+    # DuckLake every scan is a round of catalog queries, and the feedback scan reads every row.
     "adapter_deployments": """
-        WITH first_deploy AS (
+        WITH d AS MATERIALIZED (SELECT * FROM deployments),
+        first_deploy AS (
             SELECT *, row_number() OVER (
                 PARTITION BY cycle, adapter_sha256 ORDER BY deployed_at) AS n
-            FROM deployments WHERE coalesce(action, 'deploy') = 'deploy'),
-        latest AS (SELECT cycle, adapter_sha256 FROM deployments
-                   ORDER BY deployed_at DESC LIMIT 1)
+            FROM d WHERE coalesce(action, 'deploy') = 'deploy'),
+        latest AS (SELECT cycle, adapter_sha256 FROM d ORDER BY deployed_at DESC LIMIT 1)
         SELECT f.cycle, f.adapter_sha256, f.model_name, f.model_version, f.deployed_at,
                f.deployed_by,
                (l.cycle IS NOT NULL) AS serving_now
@@ -29,7 +31,9 @@ VIEWS: dict[str, str] = {
         LEFT JOIN qua ON qua.cycle = c.cycle
     """,
     "adapter_lineage": """
-        WITH ex AS (
+        WITH cy AS MATERIALIZED (SELECT cycle, seq FROM cycles),
+        s AS MATERIALIZED (SELECT * FROM feedback_batch_summary),
+        ex AS MATERIALIZED (
             SELECT cycle, any_value(exam_id) AS exam_id, count(*) AS questions,
                    any_value(teacher) AS teacher, any_value(prompt_sha256) AS prompt_sha256
             FROM exams GROUP BY cycle),
@@ -40,10 +44,9 @@ VIEWS: dict[str, str] = {
                (SELECT list({'cycle': s.cycle, 'file': s.file_name, 'sha256': s.batch_sha256,
                              'received': s.received, 'accepted': s.accepted,
                              'quarantined': s.quarantined} ORDER BY s.seq)
-                FROM feedback_batch_summary s WHERE s.seq <= c.seq) AS feedback_batches,
-               (SELECT sum(s.accepted) FROM feedback_batch_summary s WHERE s.seq <= c.seq)
-                   AS feedback_rows,
-               (SELECT list(e.exam_id ORDER BY cc.seq) FROM ex e JOIN cycles cc USING (cycle)
+                FROM s WHERE s.seq <= c.seq) AS feedback_batches,
+               (SELECT sum(s.accepted) FROM s WHERE s.seq <= c.seq) AS feedback_rows,
+               (SELECT list(e.exam_id ORDER BY cc.seq) FROM ex e JOIN cy cc USING (cycle)
                 WHERE cc.seq <= c.seq) AS exam_ids,
                ex.exam_id, ex.questions AS exam_questions, ex.teacher,
                ex.prompt_sha256 AS exam_prompt_sha256,
@@ -57,7 +60,7 @@ VIEWS: dict[str, str] = {
                coalesce(d.serving_now, false) AS serving_now, a.created_at,
                a.asset_version AS adapter_version
         FROM adapters a
-        JOIN cycles c ON c.cycle = a.cycle
+        JOIN cy c ON c.cycle = a.cycle
         LEFT JOIN ex ON ex.cycle = a.cycle
         LEFT JOIN evaluations ev ON ev.cycle = a.cycle
         LEFT JOIN cu ON cu.cycle = a.curriculum_cycle

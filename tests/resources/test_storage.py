@@ -75,6 +75,29 @@ def test_a_store_from_before_the_registry_columns_gains_them(tmp_path):
     assert set(added) <= set(adapters.columns) and adapters["adapter_sha256"].to_list() == ["abc"]
 
 
+def test_a_current_file_store_is_not_rewritten_by_reads(tmp_path):
+    """The file is re-opened for every read: with its recorded DDL hash current, an open runs
+    no DDL, so reads leave the file byte for byte as it was."""
+    store = LineageStore(home=str(tmp_path))
+    store.replace_rows("feedback", _feedback("a"), cycle="a")
+    before = store.db_path.read_bytes()
+    assert store.query("SELECT count(*) AS n FROM feedback")["n"][0] == 2
+    assert store.query("SELECT * FROM adapter_lineage").is_empty()
+    assert store.db_path.read_bytes() == before
+
+
+def test_a_file_store_with_another_ddl_hash_is_brought_up_to_date(tmp_path):
+    import duckdb
+
+    store = LineageStore(home=str(tmp_path))
+    store.replace_rows("feedback", _feedback("a"), cycle="a")
+    with duckdb.connect(str(store.db_path)) as con:  # as an older release left it
+        con.execute("DROP VIEW feedback_influence")
+        con.execute("UPDATE lineage_schema SET ddl_sha256 = 'older'")
+    assert store.query("SELECT * FROM feedback_influence").is_empty()
+    assert store.query("SELECT count(*) AS n FROM feedback")["n"][0] == 2
+
+
 def _feedback(cycle: str, n: int = 2) -> pl.DataFrame:
     return pl.DataFrame(
         {
@@ -135,3 +158,31 @@ def test_feedback_influence_reads_the_curricula(tmp_path, new_store):
     assert store.feedback_influence("a")["feedback_rows_used"].to_list() == [2, 1]
     assert store.feedback_influence("b").is_empty()  # not "every later adapter"
     assert store.feedback_influence("c")["adapter_cycle"].to_list() == ["c"]
+
+
+def test_warm_start_chain_is_every_ancestor_oldest_first(tmp_path, new_store):
+    store = new_store(tmp_path)
+    parents = {"a": None, "b": "a", "side": None, "c": "b"}  # cycle -> the cycle it warm-starts
+    for cycle, parent in parents.items():
+        store.register_cycle(cycle)
+        row = {"cycle": cycle, "adapter_sha256": f"sha-{cycle}", "curriculum_cycle": cycle}
+        row["init_adapter_sha256"] = parent and f"sha-{parent}"
+        store.replace_rows("adapters", pl.DataFrame([row]), cycle=cycle)
+    chain = store.warm_start_chain(store.find_adapter("c"))
+    assert [a["cycle"] for a in chain] == ["a", "b", "c"]
+    assert chain == [store.find_adapter(cycle) for cycle in ("a", "b", "c")]
+    assert store.warm_start_chain(store.find_adapter("side")) == [store.find_adapter("side")]
+
+
+def test_reads_in_one_reading_block_see_one_snapshot(tmp_path, new_store):
+    store = new_store(tmp_path)
+    store.replace_rows("feedback", _feedback("a"), cycle="a")
+
+    def count() -> int:
+        return store.query("SELECT count(*) AS n FROM feedback")["n"][0]
+
+    with store.reading():
+        assert count() == 2
+        store.replace_rows("feedback", _feedback("a", 5), cycle="a")  # its own transaction
+        assert count() == 2  # still the block's snapshot
+    assert count() == 5
