@@ -10,10 +10,10 @@ import multiprocessing
 import uuid
 from datetime import UTC, datetime
 
-import boto3
 import polars as pl
 import pytest
 
+from flywheel_cli.local_servers import s3_client
 from resources.lineage.store import LineageStore
 from resources.teacher import ledger
 
@@ -48,13 +48,7 @@ def _feedback(cycle: str, n: int, tag: str = "") -> pl.DataFrame:
 
 
 def _s3_keys(lake: dict) -> list[str]:
-    client = boto3.client(
-        "s3",
-        endpoint_url=lake["s3_endpoint_url"],
-        region_name=lake["s3_region"],
-        aws_access_key_id=lake["s3_access_key_id"],
-        aws_secret_access_key=lake["s3_secret_access_key"],
-    )
+    client = s3_client(lake["s3_endpoint_url"], lake)
     prefix = lake["data_path"].removeprefix("s3://lake/")
     listed = client.list_objects_v2(Bucket="lake", Prefix=prefix)
     return [o["Key"] for o in listed.get("Contents", [])]
