@@ -135,8 +135,9 @@ def test_the_cluster_profiles_keep_the_local_run_queue():
     # A killed run's pool slot is freed (else its retry waits forever), as locally.
     monitoring = VALUES["dagsterDaemon"]["runMonitoring"]
     assert monitoring["enabled"] and local["run_monitoring"]["enabled"]
-    assert monitoring["freeSlotsAfterRunEndSeconds"] == (
-        local["run_monitoring"]["free_slots_after_run_end_seconds"]
+    assert (
+        monitoring["freeSlotsAfterRunEndSeconds"]
+        == (local["run_monitoring"]["free_slots_after_run_end_seconds"])
     )
     assert VALUES["runLauncher"]["type"] == "K8sRunLauncher"
 
