@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-12)
 CYCLES ?= 3
 
-.PHONY: setup nemo-venv demo test test-fast lint ui clean
+.PHONY: setup nemo-venv demo test test-fast lint ui cluster cluster-down clean
 
 setup: $(STAMP)
 
@@ -58,6 +58,16 @@ ui: setup
 	env DAGSTER_HOME=$(CURDIR)/.flywheel/dagster FLYWHEEL_HOME=$(CURDIR)/.flywheel \
 		$$(test -f .flywheel/overrides.yaml && echo FLYWHEEL_CONFIG=$(CURDIR)/.flywheel/overrides.yaml) \
 		$(BIN)/dg dev
+
+# The multi-process profile on this machine (docs/scaling-out.md): Postgres from its wheel,
+# `weed mini` (S3) and the Dagster webserver (port PORT) + daemon on Postgres, under
+# .flywheel/cluster/. `make cluster-down` stops each of them by the process id recorded at start.
+PORT ?= 3000
+cluster: setup
+	$(BIN)/flywheel cluster up --home $(CURDIR)/.flywheel --port $(PORT)
+
+cluster-down:
+	$(BIN)/flywheel cluster down --home $(CURDIR)/.flywheel
 
 clean:
 	rm -rf .flywheel

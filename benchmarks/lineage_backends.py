@@ -21,11 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import boto3
 import polars as pl
 
 from benchmarks.audit_query import CYCLES, populate, timed
-from flywheel_cli.local_servers import postgres, weed_mini
+from flywheel_cli.local_servers import postgres, s3_client, weed_mini
 from resources.lineage.store import LineageStore
 
 WRITERS = 4
@@ -150,13 +149,7 @@ def main(rows: int = 1_000_000, only: str | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         with postgres(root / "pgdata") as pg, weed_mini(root / "weed") as endpoint:
-            boto3.client(
-                "s3",
-                endpoint_url=endpoint,
-                region_name="us-east-1",
-                aws_access_key_id=CREDENTIALS["s3_access_key_id"],
-                aws_secret_access_key=CREDENTIALS["s3_secret_access_key"],
-            ).create_bucket(Bucket="lake")
+            s3_client(endpoint, CREDENTIALS).create_bucket(Bucket="lake")
             lake_settings = {
                 "home": str(root / "lake-home"),
                 "backend": "ducklake",

@@ -23,6 +23,7 @@ import yaml
 from flywheel_cli.local_servers import (
     Postgres,
     alive,
+    s3_client,
     start_postgres,
     start_weed,
     stop_pid,
@@ -89,15 +90,7 @@ def cluster_env(home: Path, pg: Postgres, s3_endpoint: str) -> dict[str, str]:
 
 
 def _create_bucket(env: dict[str, str]) -> None:
-    import boto3
-
-    boto3.client(
-        "s3",
-        endpoint_url=env["FLYWHEEL_S3_ENDPOINT_URL"],
-        region_name=env["AWS_REGION"],
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-    ).create_bucket(Bucket=BUCKET)
+    s3_client(env["FLYWHEEL_S3_ENDPOINT_URL"], env).create_bucket(Bucket=BUCKET)
 
 
 def _spawn(args: list[str], env: dict[str, str], log: Path) -> int:

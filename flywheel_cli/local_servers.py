@@ -15,10 +15,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from flywheel_core.processes import alive
 
@@ -198,3 +199,28 @@ def weed_mini(data_dir: Path, timeout_s: float = 60.0) -> Iterator[str]:
         yield weed.endpoint
     finally:
         weed.stop()
+
+
+def s3_client(endpoint: str, credentials: Mapping[str, str]) -> Any:
+    """A boto3 S3 client for a loopback S3 server (`weed mini`).
+
+    `credentials` is spelled either as the environment (`AWS_ACCESS_KEY_ID`,
+    `AWS_SECRET_ACCESS_KEY`, optional `AWS_REGION`) or as the lineage store's S3 settings
+    (`s3_access_key_id`, `s3_secret_access_key`, optional `s3_region`); region us-east-1 unless
+    given."""
+    import boto3
+
+    def pick(env_name: str, setting: str) -> str | None:
+        return credentials.get(env_name) or credentials.get(setting)
+
+    key_id = pick("AWS_ACCESS_KEY_ID", "s3_access_key_id")
+    secret = pick("AWS_SECRET_ACCESS_KEY", "s3_secret_access_key")
+    if not (key_id and secret):
+        raise KeyError("s3_client needs an access key id and a secret access key")
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name=pick("AWS_REGION", "s3_region") or "us-east-1",
+        aws_access_key_id=key_id,
+        aws_secret_access_key=secret,
+    )

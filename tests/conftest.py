@@ -62,17 +62,9 @@ def postgres_server(tmp_path_factory):
 @pytest.fixture(scope="session")
 def lake_s3(tmp_path_factory) -> dict[str, str]:
     """`weed mini` with a bucket for DuckLake data: the S3 settings a lineage store takes."""
-    import boto3
-
-    from flywheel_cli.local_servers import weed_mini
+    from flywheel_cli.local_servers import s3_client, weed_mini
 
     creds = {"s3_access_key_id": "lake-key", "s3_secret_access_key": "lake-secret"}
     with weed_mini(tmp_path_factory.mktemp("weed-lake")) as endpoint:
-        boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            region_name="us-east-1",
-            aws_access_key_id=creds["s3_access_key_id"],
-            aws_secret_access_key=creds["s3_secret_access_key"],
-        ).create_bucket(Bucket="lake")
+        s3_client(endpoint, creds).create_bucket(Bucket="lake")
         yield {"s3_endpoint_url": endpoint, "s3_region": "us-east-1", **creds}

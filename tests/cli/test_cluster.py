@@ -41,6 +41,7 @@ def test_cluster_up_runs_dagster_on_postgres_and_down_stops_every_process(
             assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
             assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
             assert instance.run_retries_max_retries == 1
+            assert instance.run_monitoring_enabled  # frees a killed run's pool slots
         assert main(["cluster", "env", "--home", str(home)]) == 0
         exported = capsys.readouterr().out
         assert f"export FLYWHEEL_LINEAGE_CATALOG='{env['FLYWHEEL_LINEAGE_CATALOG']}'" in exported

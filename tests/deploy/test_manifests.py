@@ -121,7 +121,7 @@ def test_the_nemo_pod_file_is_what_the_launcher_builds_from_the_values():
 def test_the_cluster_profiles_keep_the_local_run_queue():
     local = yaml.safe_load((REPO / "flywheel_cli" / "dagster.yaml").read_text())
     cluster = yaml.safe_load((REPO / "flywheel_cli" / "dagster-cluster.yaml").read_text())
-    for key in ("run_coordinator", "concurrency", "run_retries"):
+    for key in ("run_coordinator", "concurrency", "run_retries", "run_monitoring"):
         assert cluster[key] == local[key], key
     assert cluster["storage"]["postgres"]["postgres_url"] == {
         "env": "FLYWHEEL_DAGSTER_POSTGRES_URL"
@@ -132,6 +132,13 @@ def test_the_cluster_profiles_keep_the_local_run_queue():
     }
     retries = VALUES["dagsterDaemon"]["runRetries"]
     assert retries == _camel_keys(local["run_retries"])
+    # A killed run's pool slot is freed (else its retry waits forever), as locally.
+    monitoring = VALUES["dagsterDaemon"]["runMonitoring"]
+    assert monitoring["enabled"] and local["run_monitoring"]["enabled"]
+    assert (
+        monitoring["freeSlotsAfterRunEndSeconds"]
+        == (local["run_monitoring"]["free_slots_after_run_end_seconds"])
+    )
     assert VALUES["runLauncher"]["type"] == "K8sRunLauncher"
 
 

@@ -10,10 +10,11 @@ import multiprocessing
 import uuid
 from datetime import UTC, datetime
 
-import boto3
 import polars as pl
 import pytest
 
+from flywheel_cli.local_servers import s3_client
+from flywheel_cli.main import main
 from resources.lineage.store import LineageStore
 from resources.teacher import ledger
 
@@ -48,13 +49,7 @@ def _feedback(cycle: str, n: int, tag: str = "") -> pl.DataFrame:
 
 
 def _s3_keys(lake: dict) -> list[str]:
-    client = boto3.client(
-        "s3",
-        endpoint_url=lake["s3_endpoint_url"],
-        region_name=lake["s3_region"],
-        aws_access_key_id=lake["s3_access_key_id"],
-        aws_secret_access_key=lake["s3_secret_access_key"],
-    )
+    client = s3_client(lake["s3_endpoint_url"], lake)
     prefix = lake["data_path"].removeprefix("s3://lake/")
     listed = client.list_objects_v2(Bucket="lake", Prefix=prefix)
     return [o["Key"] for o in listed.get("Contents", [])]
@@ -149,3 +144,107 @@ def test_four_writer_processes_lose_no_row(lake):
     shared = per_cycle.filter(pl.col("cycle") == "shared").row(0, named=True)
     assert shared["n"] == 5 and shared["items"] == 5  # one writer's rows: never two, never none
     assert store.query("SELECT count(*) AS n FROM teacher_ledger")["n"][0] == WRITERS * ROUNDS
+
+
+def _deploy_cycle(
+    store: LineageStore, cycle: str, file: str, rows: int, version: int, init=None, before=()
+):
+    """A cycle's lineage as the assets write it: batch, feedback, adapter, deployment."""
+    sha = f"{cycle * 8}{version:02d}"
+    store.register_cycle(cycle)
+    store.replace_rows("feedback", _feedback(cycle, rows), cycle=cycle)
+    store.replace_rows(
+        "feedback_batches",
+        pl.DataFrame(
+            {"cycle": [cycle], "file_name": [file], "sha256": [f"{cycle}0f1e2d3c"]}
+            | {"received": [rows], "accepted": [rows], "quarantined": [0]}
+        ),
+        cycle=cycle,
+    )
+    store.replace_rows(  # the curriculum: every batch so far
+        "curricula",
+        pl.DataFrame({"cycle": cycle, "added_in_cycle": [*before, cycle], "origin": "feedback"}),
+        cycle=cycle,
+    )
+    store.replace_rows(
+        "adapters",
+        pl.DataFrame(
+            {"cycle": [cycle], "adapter_sha256": [sha], "uri": [f"s3://lake/adapters/{sha}"]}
+            | {"base_model": ["tiny-llama"], "init_adapter_sha256": [init]}
+            | {"curriculum_cycle": [cycle], "steps": [6], "final_loss": [0.5], "config": ["{}"]}
+        ),
+        cycle=cycle,
+    )
+    store.record_deploy(
+        {"cycle": cycle, "adapter_sha256": sha, "model_name": "flywheel_student"}
+        | {"model_version": version, "action": "deploy", "deployed_at": datetime.now(UTC)}
+    )
+    return sha
+
+
+def test_audit_as_of_a_deployment_reads_the_lake_at_that_snapshot(
+    lake, tmp_path, monkeypatch, capsys
+):
+    store = LineageStore(**lake)
+    first = _deploy_cycle(store, "a", "week-1.jsonl", 3, version=1)
+    second = _deploy_cycle(store, "b", "week-2.jsonl", 2, version=2, init=first, before=["a"])
+    store.replace_rows("feedback", _feedback("a", 5), cycle="a")  # cycle a re-materialized later
+    env = {
+        "FLYWHEEL_LINEAGE": "ducklake",
+        "FLYWHEEL_LINEAGE_CATALOG": lake["catalog"],
+        "FLYWHEEL_LINEAGE_DATA_PATH": lake["data_path"],
+        "FLYWHEEL_S3_ENDPOINT_URL": lake["s3_endpoint_url"],
+        "AWS_REGION": lake["s3_region"],
+        "AWS_ACCESS_KEY_ID": lake["s3_access_key_id"],
+        "AWS_SECRET_ACCESS_KEY": lake["s3_secret_access_key"],
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    home = ["--home", lake["home"]]
+
+    def audit(*args: str) -> tuple[int, str, str]:
+        code = main(["audit", *args, *home])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, now, _ = audit("v1")
+    assert code == 0 and "flywheel_student v1 (not serving now)" in now
+    assert "| feedback rows up to this cycle | 5 |" in now
+
+    code, then, _ = audit("--as-of-version", "1")
+    assert code == 0
+    assert then.startswith("_As of DuckLake snapshot ")
+    assert f"Lineage of adapter {first[:12]}" in then
+    assert "flywheel_student v1 (serving now)" in then
+    assert "| feedback rows up to this cycle | 3 |" in then
+    assert "week-1.jsonl" in then and "week-2.jsonl" not in then
+
+    code, later, _ = audit("--as-of-version", "2")
+    assert code == 0 and "flywheel_student v2 (serving now)" in later
+    assert f"Lineage of adapter {second[:12]}" in later
+    assert "week-1.jsonl" in later and "week-2.jsonl" in later
+    snapshot = int(then.split()[4])
+    assert int(later.split()[4]) > snapshot
+    assert snapshot in store.snapshots()["snapshot_id"].to_list()
+
+    # A batch's influence as of v1: cycle a's adapter only (b did not exist yet).
+    code, influence, _ = audit("--as-of-version", "1", "--feedback", "week-1.jsonl")
+    assert code == 0 and first[:12] in influence and second[:12] not in influence
+    code, influence, _ = audit("--feedback", "week-1.jsonl")
+    assert code == 0 and first[:12] in influence and second[:12] in influence
+
+    assert audit("--as-of-version", "9")[:2] == (
+        1,
+        "flywheel audit: no deployment v9 in the lineage\n",
+    )
+
+
+def test_audit_as_of_a_deployment_on_the_file_backend_is_a_one_line_error(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.delenv("FLYWHEEL_LINEAGE", raising=False)
+    LineageStore(home=str(tmp_path)).register_cycle("a")
+    assert main(["audit", "--as-of-version", "1", "--home", str(tmp_path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1
+    assert "keeps no snapshots" in err and "FLYWHEEL_LINEAGE=ducklake" in err

@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import boto3
 import dagster as dg
 import pytest
 
@@ -15,7 +14,7 @@ from flywheel_core.hashing import sha256_dir
 from tests.conftest import TINY_OVERRIDES
 from tests.support.feedback_files import feedback_jsonl
 from tests.support.flywheel_runner import run_cycles
-from tests.support.s3_server import weed_mini
+from tests.support.s3_server import s3_client, weed_mini
 
 BUCKET = "flywheel-test"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test-key", "AWS_SECRET_ACCESS_KEY": "test-secret"}
@@ -25,13 +24,7 @@ CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test-key", "AWS_SECRET_ACCESS_KEY": "test-s
 def s3_endpoint(tmp_path_factory):
     data = tmp_path_factory.mktemp("weed")
     with weed_mini(data) as endpoint:
-        client = boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            region_name="us-east-1",
-            aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-        )
+        client = s3_client(endpoint, CREDENTIALS)
         client.create_bucket(Bucket=BUCKET)
         yield endpoint, client
 
