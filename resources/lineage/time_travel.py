@@ -70,6 +70,11 @@ class LineageAtSnapshot(AuditQueries, CycleQueries):
         self.alias = alias
         self.snapshot = snapshot
 
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """Attached at one snapshot, every read already sees that one commit."""
+        yield
+
     def query(self, sql: str, params: list[Any] | None = None) -> pl.DataFrame:
         cursor = lake_instance().cursor()
         try:
