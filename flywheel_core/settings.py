@@ -110,6 +110,10 @@ class GateSettings(_Section):
 
     max_accuracy_drop: float = Field(0.0, ge=0.0, le=1.0)  # beyond the paired interval
     block_recall_collapse: bool = True
+    # A class counts as collapsed only where the serving model found at least this many of its
+    # items: losing all k found items is significant at 5% (one-sided sign test) from k = 5 on;
+    # 3 of 11 critical comments found and then 0 is noise, not a lost class.
+    min_recalled_items: int = Field(5, ge=1)
     # The decision moves from the seed split to the reviewers' held-out feedback once it holds
     # this many items; the seed split stays as a guard.
     min_reviewer_items: int = Field(100, ge=1)

@@ -9,7 +9,8 @@ against collapse. A set blocks the candidate when:
   difference lies below ``-max_accuracy_drop`` (a drop inside the interval is not a regression);
 - its answers concentrate on one class far beyond that class's share of the set
   (``max_answer_excess``), unless the serving model's answers already did;
-- (decision set only) a class the serving model recalled drops to zero recall.
+- (decision set only) a class of which the serving model found at least ``min_recalled_items``
+  items drops to zero recall (fewer found items is noise on a rare class).
 """
 
 from __future__ import annotations
@@ -43,15 +44,17 @@ def decision_set(comparisons: dict[str, dict], settings: GateSettings) -> str:
     return SEED_SET
 
 
-def collapsed_classes(incoming: dict, candidate: dict) -> list[str]:
-    """Classes with support that the serving model recalled and the candidate never finds."""
+def collapsed_classes(incoming: dict, candidate: dict, min_recalled: int = 1) -> list[str]:
+    """Classes of which the serving model found at least `min_recalled` items and the candidate
+    finds none."""
     if max(incoming["answers"].values()) >= DEGENERATE_SHARE:
         return []
     return [
         c
         for c in SEVERITIES
         if candidate["per_class"][c]["support"]
-        and incoming["per_class"][c]["recall"] > 0
+        and round(incoming["per_class"][c]["recall"] * incoming["per_class"][c]["support"])
+        >= min_recalled
         and candidate["per_class"][c]["recall"] == 0
     ]
 
@@ -95,7 +98,9 @@ def judge(comparisons: dict[str, dict], settings: GateSettings) -> GateVerdict:
             )
             verdict.reasons.append(f"{name}: answers concentrate on one class ({shown})")
     decided = comparisons[deciding]
-    verdict.collapsed = collapsed_classes(decided["incoming"], decided["candidate"])
+    verdict.collapsed = collapsed_classes(
+        decided["incoming"], decided["candidate"], settings.min_recalled_items
+    )
     if verdict.collapsed and settings.block_recall_collapse:
         verdict.reasons.append(
             f"{deciding}: recall collapses to 0 for: {', '.join(verdict.collapsed)}"

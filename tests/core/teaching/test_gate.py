@@ -114,3 +114,30 @@ def test_gate_blocks_a_class_collapsing_to_zero_recall():
     assert not verdict.passed and verdict.collapsed == ["minor"]
     relaxed = GateSettings(block_recall_collapse=False)
     assert judge({"seed": compare_on_set(truth, incoming, candidate)}, relaxed).passed
+
+
+def test_gate_reads_a_rare_class_found_once_then_missed_as_noise():
+    """Seed 1 of the reviewer benchmark: the serving model found 3 of 11 critical comments, the
+    candidate none, while accuracy rose. Losing three hits is noise; losing six is a lost class."""
+    truth = interleaved(labels({"critical": 11, "major": 27, "minor": 26, "trivial": 38}))  # 102
+    found_critical = [i for i, t in enumerate(truth) if t == "critical"]
+
+    def serving(hits: int) -> list[str]:
+        out = answers_with_accuracy(truth, 45)
+        for n, i in enumerate(found_critical):
+            out[i] = "critical" if n < hits else "major"
+        return out
+
+    candidate = [("major" if t == "critical" else t) for t in truth]  # never says critical
+    candidate = [c if i % 3 else ORDER[(ORDER.index(c) + 1) % 4] for i, c in enumerate(candidate)]
+    noisy = compare_on_set(truth, serving(3), candidate)
+    assert noisy["incoming"]["per_class"]["critical"]["recall"] > 0
+    assert noisy["candidate"]["per_class"]["critical"]["recall"] == 0
+    seed = comparison(SEED, 50, 50)
+    verdict = judge({"reviewers": noisy, "seed": seed}, GateSettings())
+    assert verdict.decision_set == "reviewers"
+    assert verdict.collapsed == [] and verdict.passed, verdict.reasons
+
+    lost = compare_on_set(truth, serving(6), candidate)
+    lost = judge({"reviewers": lost, "seed": seed}, GateSettings())
+    assert lost.collapsed == ["critical"] and not lost.passed
