@@ -46,10 +46,12 @@ lint: setup
 test: setup lint
 	scripts/build_nemo_venv.sh .venv-nemo || echo "NeMo venv not built: the NeMo tests will skip"
 	# The slowest tests are listed at the end, so a slow suite says where its time goes.
-	$(BIN)/python -m pytest -q --durations=20
+	# Temp folders live in the checkout: another pytest session on the same machine prunes
+	# the shared /tmp/pytest-of-$$USER folders, which holds this run's Postgres and S3 data.
+	$(BIN)/python -m pytest -q --durations=20 --basetemp=$(CURDIR)/.pytest-tmp
 
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" --basetemp=$(CURDIR)/.pytest-tmp
 
 # The settings overrides of the last `flywheel demo --set ...` (if any) are in
 # .flywheel/overrides.yaml, so the UI computes the same code versions as the demo.
