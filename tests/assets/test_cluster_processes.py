@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +39,7 @@ BATCHES = ["team-a.jsonl", "team-b.jsonl", "team-c.jsonl"]
 KILLED_BATCH = "team-d.jsonl"
 CYCLE_TIMEOUT_S = 1500  # three cycles, each run a fresh process, on a loaded 2-core machine
 RETRY_TIMEOUT_S = 900  # the killed cycle: the attempt up to training, then the retry
+FINISH_TIMEOUT_S = 120  # a run's last steps after deployed_student materialized
 KILLED_STEP = "lora_adapter"  # the cycle's longest step: the fine-tune subprocess
 
 
@@ -118,6 +119,15 @@ class Cluster:
         tail = self.log.read_text()[-3000:]
         raise AssertionError(f"timed out waiting for {what}; daemon log: {tail}")
 
+    def finished(self, runs: Callable[[], list], what: str):
+        """``runs()`` once every run it returns has finished: ``deployed_student``'s
+        materialization lands a moment before its run's own end."""
+        return self.wait_for(
+            lambda: (found := runs()) and all(_run_of(r).is_finished for r in found) and found,
+            what,
+            FINISH_TIMEOUT_S,
+        )
+
     def deployed(self) -> set[str]:
         return set(self.instance.get_materialized_partitions(dg.AssetKey("deployed_student")))
 
@@ -153,6 +163,10 @@ def cluster(postgres_server, lake_s3, cache_dir, tmp_path_factory) -> Iterator[C
                 stop_pid(daemon.pid, signal.SIGTERM, timeout_s=30, group=True)
 
 
+def _run_of(run: dg.DagsterRun | dg.RunRecord) -> dg.DagsterRun:
+    return run.dagster_run if isinstance(run, dg.RunRecord) else run
+
+
 def _cycle_runs(instance: dg.DagsterInstance, partitions: set[str]) -> list[dg.RunRecord]:
     runs = instance.get_run_records(dg.RunsFilter(tags={"flywheel/run": "automation"}))
     return sorted(
@@ -171,7 +185,9 @@ def test_three_batches_turn_three_cycles_in_separate_run_processes(cluster):
         "three deployed cycles",
         CYCLE_TIMEOUT_S,
     )
-    cycle_runs = _cycle_runs(cluster.instance, deployed)
+    cycle_runs = cluster.finished(
+        lambda: _cycle_runs(cluster.instance, deployed), "the three cycle runs to finish"
+    )
     assert {r.dagster_run.tags["dagster/partition"] for r in cycle_runs} == deployed
     assert all(r.dagster_run.status == dg.DagsterRunStatus.SUCCESS for r in cycle_runs)
     for earlier, later in zip(cycle_runs, cycle_runs[1:], strict=False):
@@ -254,7 +270,10 @@ def test_a_run_process_killed_mid_cycle_is_retried_and_the_lineage_stays_whole(c
     assert killed.tags.get("dagster/will_retry") == "true"
     crash = [e.message for e in instance.all_logs(victim.run_id) if "SIGKILL" in (e.message or "")]
     assert crash, "the code server did not report the killed run worker"
-    retries = instance.get_runs(dg.RunsFilter(tags={"dagster/parent_run_id": victim.run_id}))
+    retries = cluster.finished(
+        lambda: instance.get_runs(dg.RunsFilter(tags={"dagster/parent_run_id": victim.run_id})),
+        "the retry run to finish",
+    )
     assert [r.status for r in retries] == [dg.DagsterRunStatus.SUCCESS]
     assert retries[0].tags["dagster/retry_number"] == "1"
     assert not alive(pid)
