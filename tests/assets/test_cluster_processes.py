@@ -119,11 +119,11 @@ class Cluster:
         tail = self.log.read_text()[-3000:]
         raise AssertionError(f"timed out waiting for {what}; daemon log: {tail}")
 
-    def finished(self, runs: Callable[[], list], what: str):
+    def finished(self, runs: Callable[[], list[dg.RunRecord]], what: str) -> list[dg.RunRecord]:
         """``runs()`` once every run it returns has finished: ``deployed_student``'s
         materialization lands a moment before its run's own end."""
         return self.wait_for(
-            lambda: (found := runs()) and all(_run_of(r).is_finished for r in found) and found,
+            lambda: (found := runs()) and all(r.dagster_run.is_finished for r in found) and found,
             what,
             FINISH_TIMEOUT_S,
         )
@@ -161,10 +161,6 @@ def cluster(postgres_server, lake_s3, cache_dir, tmp_path_factory) -> Iterator[C
                 yield Cluster(env, instance, daemon, log, root)
             finally:
                 stop_pid(daemon.pid, signal.SIGTERM, timeout_s=30, group=True)
-
-
-def _run_of(run: dg.DagsterRun | dg.RunRecord) -> dg.DagsterRun:
-    return run.dagster_run if isinstance(run, dg.RunRecord) else run
 
 
 def _cycle_runs(instance: dg.DagsterInstance, partitions: set[str]) -> list[dg.RunRecord]:
@@ -270,10 +266,15 @@ def test_a_run_process_killed_mid_cycle_is_retried_and_the_lineage_stays_whole(c
     assert killed.tags.get("dagster/will_retry") == "true"
     crash = [e.message for e in instance.all_logs(victim.run_id) if "SIGKILL" in (e.message or "")]
     assert crash, "the code server did not report the killed run worker"
-    retries = cluster.finished(
-        lambda: instance.get_runs(dg.RunsFilter(tags={"dagster/parent_run_id": victim.run_id})),
-        "the retry run to finish",
-    )
+    retries = [
+        record.dagster_run
+        for record in cluster.finished(
+            lambda: instance.get_run_records(
+                dg.RunsFilter(tags={"dagster/parent_run_id": victim.run_id})
+            ),
+            "the retry run to finish",
+        )
+    ]
     assert [r.status for r in retries] == [dg.DagsterRunStatus.SUCCESS]
     assert retries[0].tags["dagster/retry_number"] == "1"
     assert not alive(pid)
